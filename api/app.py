@@ -1,0 +1,53 @@
+"""The Starlette application: GraphQL, protocol routes, health."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import BaseRoute, Route
+from tortoise import Tortoise
+
+from api.graphql.schema import schema
+from api.graphql.view import KeywardGraphQL
+from api.routes import pki as pki_routes
+from core import runtime
+from core.db import close_db, init_db
+
+
+async def healthz(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> JSONResponse:
+    try:
+        await Tortoise.get_connection("default").execute_query("SELECT 1")
+    except Exception as error:  # noqa: BLE001 - any failure means not ready
+        return JSONResponse({"status": "unavailable", "reason": type(error).__name__}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(*, manage_db: bool = True) -> Starlette:
+    """`manage_db=False` when the caller (tests, an embedding process) already initialized Tortoise."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_db:
+            await init_db(runtime.settings().database_url)
+        try:
+            yield
+        finally:
+            if manage_db:
+                await close_db()
+
+    graphql_app = KeywardGraphQL(schema, graphql_ide="graphiql")
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/graphql", graphql_app, methods=["GET", "POST"]),
+        *pki_routes.routes,
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,131 @@
+"""The `keyward` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from core import runtime
+from core.config import load_settings
+from core.errors import KeywardError
+
+
+async def _with_db(work: Callable[[], Awaitable[Any]]) -> Any:
+    from core.db import close_db, init_db
+
+    await init_db(runtime.settings().database_url)
+    try:
+        return await work()
+    finally:
+        await close_db()
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from core.db import upgrade_db
+
+    asyncio.run(upgrade_db(runtime.settings().database_url))
+    print("keyward: database schema is up to date", file=sys.stderr)
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from core.bootstrap import init_organization
+
+    async def work() -> str:
+        _, _, token = await init_organization(
+            org_name=args.org, admin_email=args.admin_email, admin_password=args.admin_password
+        )
+        return token
+
+    token = asyncio.run(_with_db(work))
+    print(f"Organization {args.org!r} created; Product Admin {args.admin_email}.", file=sys.stderr)
+    print("Bearer token (shown once, store it now):", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from core.demo import setup_demo
+
+    result = asyncio.run(_with_db(setup_demo))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from core.audit import verify_chain
+
+    report = asyncio.run(_with_db(verify_chain))
+    if report.ok:
+        print(f"audit log intact: {report.checked} entries verified")
+        return 0
+    print(f"audit log TAMPERED at entry {report.first_bad_id}: {report.reason}", file=sys.stderr)
+    return 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    app = create_app()
+    uvicorn.run(app, host=args.host, port=args.port, log_level=runtime.settings().log_level)
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from api.graphql.schema import schema
+
+    print(schema.as_str())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="keyward", description="Keyward certificate lifecycle manager")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply pending migrations").set_defaults(func=_cmd_db_upgrade)
+
+    init = sub.add_parser("init", help="create the organization and its first Product Admin")
+    init.add_argument("--org", required=True)
+    init.add_argument("--admin-email", required=True)
+    init.add_argument("--admin-password", help="optional; the admin can log in with it (12+ characters)")
+    init.set_defaults(func=_cmd_init)
+
+    serve = sub.add_parser("serve", help="serve the API (GraphQL, ACME, EST, SCEP, CRL, OCSP)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=_cmd_serve)
+
+    demo = sub.add_parser("demo", help="create the demo organization, PKI and application (idempotent)")
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.set_defaults(func=_cmd_demo)
+
+    audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit_command", required=True)
+    audit.add_parser("verify", help="check the hash chain").set_defaults(func=_cmd_audit_verify)
+
+    sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        runtime.configure(load_settings())
+        return int(args.func(args))
+    except KeywardError as error:
+        print(f"keyward: {error.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

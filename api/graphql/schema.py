@@ -1,0 +1,48 @@
+"""The one GraphQL schema: each domain module contributes a Query and a Mutation class."""
+
+from __future__ import annotations
+
+import logging
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
+from strawberry.tools import merge_types
+
+from api.graphql import identity
+from core.errors import KeywardError
+
+log = logging.getLogger("keyward.graphql")
+
+DOMAINS = [identity]
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    """Hide unexpected exceptions' text (it may hold internals); our errors and GraphQL's own pass."""
+    original = error.original_error
+    if original is None or isinstance(original, KeywardError):
+        return False
+    log.error("unexpected error in %s", error.path, exc_info=original)
+    return True
+
+
+class InternalErrorMask(MaskErrors):
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": "INTERNAL_SERVER_ERROR"}
+        return masked
+
+
+def build_schema() -> strawberry.Schema:
+    query = merge_types("Query", tuple(domain.Query for domain in DOMAINS))
+    mutation = merge_types("Mutation", tuple(domain.Mutation for domain in DOMAINS))
+    return strawberry.Schema(
+        query=query,
+        mutation=mutation,
+        extensions=[
+            lambda: InternalErrorMask(should_mask_error=_should_mask, error_message="internal server error")
+        ],
+    )
+
+
+schema = build_schema()

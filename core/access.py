@@ -1,0 +1,24 @@
+"""Load objects for an actor: what the actor may not see raises NotFound, as if it did not exist."""
+
+from __future__ import annotations
+
+import uuid
+
+from core import authz
+from core.authz import Actor, Permission, Scope
+from core.errors import NotFound
+from models import Application
+
+
+def application_scope(application: Application) -> Scope:
+    return Scope(organization_id=application.organization_id, application_id=application.id)
+
+
+async def load_application(actor: Actor, application_id: uuid.UUID, permission: Permission) -> Application:
+    """The application, if the actor may see it; then `permission` is required on it (FORBIDDEN if not)."""
+    application = await Application.get_or_none(id=application_id, organization_id=actor.organization_id)
+    if application is None or not authz.can_see_application(actor, application_scope(application)):
+        authz.require(actor, Permission.SELF)  # an anonymous caller learns UNAUTHENTICATED, not NOT_FOUND
+        raise NotFound(f"application {application_id} not found")
+    authz.require(actor, permission, application_scope(application))
+    return application

@@ -1,0 +1,153 @@
+"""Tamper-evident audit log: each entry's hash covers its content and the previous entry's hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from core.authz import Actor
+from models import AuditChainHead, AuditEvent
+from models.enums import AuditOutcome
+
+GENESIS_HASH = "0" * 64
+
+
+def _canonical(event: AuditEvent) -> bytes:
+    body = {
+        "organization_id": str(event.organization_id) if event.organization_id else None,
+        "occurred_at": event.occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "actor_id": str(event.actor_id) if event.actor_id else None,
+        "actor_kind": event.actor_kind,
+        "actor_name": event.actor_name,
+        "action": event.action,
+        "resource_type": event.resource_type,
+        "resource_id": event.resource_id,
+        "application_id": str(event.application_id) if event.application_id else None,
+        "outcome": AuditOutcome(event.outcome).value,
+        "source_address": event.source_address,
+        "details": event.details,
+        "previous_hash": event.previous_hash,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def compute_hash(event: AuditEvent) -> str:
+    return hashlib.sha256(_canonical(event)).hexdigest()
+
+
+async def record(
+    *,
+    actor: Actor,
+    action: str,
+    resource_type: str,
+    resource_id: str | uuid.UUID | None = None,
+    application_id: uuid.UUID | None = None,
+    organization_id: uuid.UUID | None = None,
+    outcome: AuditOutcome = AuditOutcome.SUCCESS,
+    details: dict[str, Any] | None = None,
+    connection: BaseDBAsyncClient | None = None,
+) -> AuditEvent:
+    """Append one entry. Pass the caller's transaction as `connection` to commit with the change."""
+    if connection is None:
+        async with in_transaction() as conn:
+            return await _append(
+                conn,
+                actor,
+                action,
+                resource_type,
+                resource_id,
+                application_id,
+                organization_id,
+                outcome,
+                details,
+            )
+    return await _append(
+        connection,
+        actor,
+        action,
+        resource_type,
+        resource_id,
+        application_id,
+        organization_id,
+        outcome,
+        details,
+    )
+
+
+async def _append(
+    conn: BaseDBAsyncClient,
+    actor: Actor,
+    action: str,
+    resource_type: str,
+    resource_id: str | uuid.UUID | None,
+    application_id: uuid.UUID | None,
+    organization_id: uuid.UUID | None,
+    outcome: AuditOutcome,
+    details: dict[str, Any] | None,
+) -> AuditEvent:
+    # The head row is locked for the rest of the transaction (a no-op on SQLite, which serializes writers).
+    head = await AuditChainHead.select_for_update().using_db(conn).get_or_none(id=1)
+    if head is None:
+        await AuditChainHead.get_or_create(id=1, defaults={"last_hash": GENESIS_HASH}, using_db=conn)
+        head = await AuditChainHead.select_for_update().using_db(conn).get(id=1)
+    event = AuditEvent(
+        organization_id=organization_id or actor.organization_id,
+        occurred_at=datetime.now(UTC),
+        actor_id=actor.principal_id,
+        actor_kind=actor.kind,
+        actor_name=actor.name,
+        action=action,
+        resource_type=resource_type,
+        resource_id=str(resource_id) if resource_id is not None else None,
+        application_id=application_id,
+        outcome=outcome,
+        source_address=actor.source_address,
+        details=details or {},
+        previous_hash=head.last_hash,
+    )
+    event.entry_hash = compute_hash(event)
+    await event.save(using_db=conn)
+    head.last_hash = event.entry_hash
+    await head.save(using_db=conn, update_fields=["last_hash"])
+    return event
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    checked: int
+    first_bad_id: int | None
+    reason: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_id is None
+
+
+async def verify_chain(batch_size: int = 1000) -> ChainReport:
+    """Walk the whole log in id order; report the first entry whose hash or link does not hold."""
+    previous = GENESIS_HASH
+    checked = 0
+    last_id = 0
+    while True:
+        rows = await AuditEvent.filter(id__gt=last_id).order_by("id").limit(batch_size)
+        if not rows:
+            break
+        for row in rows:
+            if row.previous_hash != previous:
+                return ChainReport(checked, row.id, "previous_hash does not match the entry before it")
+            if compute_hash(row) != row.entry_hash:
+                return ChainReport(checked, row.id, "entry content does not match its hash")
+            previous = row.entry_hash
+            checked += 1
+            last_id = row.id
+    head = await AuditChainHead.get_or_none(id=1)
+    if head is not None and head.last_hash != previous:
+        return ChainReport(checked, last_id or None, "the newest entries were removed")
+    return ChainReport(checked, None, None)

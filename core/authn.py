@@ -1,0 +1,104 @@
+"""Authentication: passwords (argon2), bearer tokens (stored as SHA-256), and loading the Actor."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from core.authz import Actor
+from core.errors import InvalidInput, Unauthenticated
+from models import ApiToken, ApplicationMembership, Principal, ProductMembership
+from models.enums import PrincipalKind, TokenKind
+
+TOKEN_PREFIX = "kw_"
+MIN_PASSWORD_LENGTH = 12
+
+_hasher = PasswordHasher()
+# Verifying against this keeps a login for an unknown email as slow as one for a known email.
+_DUMMY_HASH = _hasher.hash("keyward-timing-equalizer")
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"password must be at least {MIN_PASSWORD_LENGTH} characters", field="password")
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def hash_token(token: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is enough; passwords use argon2.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_token(
+    *,
+    principal: Principal,
+    kind: TokenKind,
+    name: str = "",
+    ttl: timedelta | None = None,
+    connection: BaseDBAsyncClient | None = None,
+) -> tuple[str, ApiToken]:
+    """Create a token and return its plaintext, which is never stored and shown only this once."""
+    plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = await ApiToken.create(
+        principal=principal,
+        kind=kind,
+        name=name,
+        token_hash=hash_token(plaintext),
+        prefix=plaintext[:10],
+        expires_at=datetime.now(UTC) + ttl if ttl else None,
+        using_db=connection,
+    )
+    return plaintext, token
+
+
+async def load_actor(principal: Principal, *, source_address: str | None = None) -> Actor:
+    """Load every role of a principal once, so field checks during the request are dictionary lookups."""
+    product = await ProductMembership.get_or_none(principal_id=principal.id)
+    app_roles = {
+        m.application_id: m.role
+        for m in await ApplicationMembership.filter(principal_id=principal.id).only("application_id", "role")
+    }
+    return Actor(
+        principal_id=principal.id,
+        organization_id=principal.organization_id,
+        kind=PrincipalKind(principal.kind).value,
+        name=principal.email or principal.name,
+        product_role=product.role if product else None,
+        application_roles=app_roles,
+        source_address=source_address,
+    )
+
+
+async def authenticate_bearer(token: str, *, source_address: str | None = None) -> Actor:
+    if not token.startswith(TOKEN_PREFIX):
+        raise Unauthenticated("the bearer token is malformed")
+    row = await ApiToken.get_or_none(token_hash=hash_token(token)).prefetch_related("principal")
+    now = datetime.now(UTC)
+    if row is None or row.revoked_at is not None:
+        raise Unauthenticated("the bearer token is unknown or revoked")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise Unauthenticated("the bearer token has expired; log in again")
+    if not row.principal.is_active:
+        raise Unauthenticated("this identity is deactivated")
+    return await load_actor(row.principal, source_address=source_address)
+
+
+async def login(*, email: str, password: str, session_ttl: timedelta) -> tuple[str, ApiToken]:
+    principal = await Principal.get_or_none(email=email.strip().lower(), kind=PrincipalKind.USER)
+    if not verify_password(principal.password_hash if principal else None, password) or principal is None:
+        raise Unauthenticated("wrong email or password")
+    if not principal.is_active:
+        raise Unauthenticated("this user is deactivated")
+    return await create_token(principal=principal, kind=TokenKind.SESSION, name="login", ttl=session_ttl)

@@ -1,0 +1,26 @@
+"""Process-wide settings and key-encryption key, set once at start by the API, the worker or the CLI."""
+
+from __future__ import annotations
+
+from core.config import Settings, load_or_create_kek
+
+_settings: Settings | None = None
+_kek: bytes | None = None
+
+
+def configure(settings: Settings, *, kek: bytes | None = None) -> None:
+    global _settings, _kek
+    _settings = settings
+    _kek = kek if kek is not None else load_or_create_kek(settings.kek_file)
+
+
+def settings() -> Settings:
+    if _settings is None:
+        raise RuntimeError("core.runtime.configure() was not called")
+    return _settings
+
+
+def kek() -> bytes:
+    if _kek is None:
+        raise RuntimeError("core.runtime.configure() was not called")
+    return _kek

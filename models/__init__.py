@@ -1,0 +1,27 @@
+"""Tortoise models, one module per aggregate; `models` is the single Tortoise app."""
+
+from models.application import Application, ApplicationProfile
+from models.audit import AuditChainHead, AuditEvent
+from models.certificate import Certificate
+from models.membership import ApplicationMembership, ProductMembership
+from models.organization import Organization
+from models.outbox import OutboxEvent
+from models.pki import CertificateAuthority, CertificatePolicy, CertificateProfile
+from models.principal import ApiToken, Principal
+
+__all__ = [
+    "ApiToken",
+    "Application",
+    "ApplicationMembership",
+    "ApplicationProfile",
+    "AuditChainHead",
+    "AuditEvent",
+    "Certificate",
+    "CertificateAuthority",
+    "CertificatePolicy",
+    "CertificateProfile",
+    "Organization",
+    "OutboxEvent",
+    "Principal",
+    "ProductMembership",
+]

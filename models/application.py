@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Application(Model):
+    id = fields.UUIDField(primary_key=True)
+    organization = fields.ForeignKeyField("models.Organization", related_name="applications")
+    name = fields.CharField(max_length=100)
+    description = fields.TextField(default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "application"
+        unique_together = (("organization_id", "name"),)
+
+
+class ApplicationProfile(Model):
+    """A profile attached to an application, with the enrollment methods enabled for that pair."""
+
+    id = fields.UUIDField(primary_key=True)
+    application = fields.ForeignKeyField("models.Application", related_name="attachments")
+    profile = fields.ForeignKeyField("models.CertificateProfile", related_name="attachments")
+    api_enabled = fields.BooleanField(default=True)
+    # Auto-renewal of server-generated keys; renew_before_days None means the profile's value.
+    api_auto_renew = fields.BooleanField(default=False)
+    api_renew_before_days = fields.IntField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "application_profile"
+        unique_together = (("application_id", "profile_id"),)

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+from models.enums import CertificateSource, CertificateStatus, EnrollmentMethod
+
+
+class Certificate(Model):
+    id = fields.UUIDField(primary_key=True)
+    organization = fields.ForeignKeyField("models.Organization", related_name="certificates")
+    # An application inventory, legacy-project certificates (a later issue) have none.
+    application = fields.ForeignKeyField("models.Application", related_name="certificates", null=True)
+    legacy_project_id = fields.UUIDField(null=True)
+    profile = fields.ForeignKeyField("models.CertificateProfile", related_name="certificates", null=True)
+    ca = fields.ForeignKeyField("models.CertificateAuthority", related_name="certificates", null=True)
+    serial_hex = fields.CharField(max_length=64)
+    common_name = fields.CharField(max_length=255, null=True)
+    subject_dn = fields.TextField()
+    sans = fields.JSONField(default=list)  # [{"type": "DNS", "value": "a.example.com"}, ...]
+    # Lower-cased CN and SAN values, so the name filter is one LIKE inside an application's rows.
+    name_search = fields.TextField(default="")
+    key_algorithm = fields.CharField(max_length=16)
+    signature_algorithm = fields.CharField(max_length=32)
+    key_usages = fields.JSONField(default=list)
+    extended_key_usages = fields.JSONField(default=list)
+    not_before = fields.DatetimeField()
+    not_after = fields.DatetimeField()
+    status = fields.CharEnumField(CertificateStatus, max_length=16, default=CertificateStatus.ACTIVE)
+    source = fields.CharEnumField(CertificateSource, max_length=16)
+    enrollment_method = fields.CharEnumField(EnrollmentMethod, max_length=16)
+    auto_renew = fields.BooleanField(default=False)
+    renew_before_days = fields.IntField(default=30)
+    renewed_from = fields.ForeignKeyField(
+        "models.Certificate", related_name="renewals", null=True, on_delete=fields.SET_NULL
+    )
+    revoked_at = fields.DatetimeField(null=True)
+    revocation_reason = fields.CharField(max_length=32, null=True)
+    certificate_pem = fields.TextField()
+    chain_pem = fields.TextField(default="")  # issuing CA up to, not including, the root
+    # PKCS#8 PEM sealed under the KEK with associated data b"cert:<id>"; only for server-generated keys.
+    encrypted_private_key = fields.BinaryField(null=True)
+    fingerprint_sha256 = fields.CharField(max_length=64)
+    metadata = fields.JSONField(default=dict)
+    renewal_error = fields.TextField(null=True)
+    next_renewal_attempt_at = fields.DatetimeField(null=True)
+    created_by_id = fields.UUIDField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "certificate"
+        unique_together = (("ca_id", "serial_hex"),)
+        indexes = (
+            ("application_id", "created_at"),  # inventory page order
+            ("application_id", "status", "not_after"),  # status / expiring-before filters
+            ("application_id", "profile_id", "created_at"),
+            ("status", "not_after"),  # expiry and renewal sweeps
+            ("ca_id", "status"),  # CRL build
+            ("organization_id", "created_at"),
+        )
