@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import uuid
+from typing import TYPE_CHECKING
+
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from models.organization import Organization
+    from models.pki import CertificateProfile
 
 
 class Application(Model):
     id = fields.UUIDField(primary_key=True)
-    organization = fields.ForeignKeyField("models.Organization", related_name="applications")
+    organization: fields.ForeignKeyRelation[Organization] = fields.ForeignKeyField(
+        "models.Organization", related_name="applications"
+    )
+    organization_id: uuid.UUID
     name = fields.CharField(max_length=100)
     description = fields.TextField(default="")
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -21,8 +31,14 @@ class ApplicationProfile(Model):
     """A profile attached to an application, with the enrollment methods enabled for that pair."""
 
     id = fields.UUIDField(primary_key=True)
-    application = fields.ForeignKeyField("models.Application", related_name="attachments")
-    profile = fields.ForeignKeyField("models.CertificateProfile", related_name="attachments")
+    application: fields.ForeignKeyRelation[Application] = fields.ForeignKeyField(
+        "models.Application", related_name="attachments"
+    )
+    application_id: uuid.UUID
+    profile: fields.ForeignKeyRelation[CertificateProfile] = fields.ForeignKeyField(
+        "models.CertificateProfile", related_name="attachments"
+    )
+    profile_id: uuid.UUID
     api_enabled = fields.BooleanField(default=True)
     # Auto-renewal of server-generated keys; renew_before_days None means the profile's value.
     api_auto_renew = fields.BooleanField(default=False)

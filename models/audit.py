@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.models import Model
 
@@ -21,7 +23,7 @@ class AuditEvent(Model):
     application_id = fields.UUIDField(null=True)
     outcome = fields.CharEnumField(AuditOutcome, max_length=16)
     source_address = fields.CharField(max_length=64, null=True)
-    details = fields.JSONField(default=dict)
+    details: fields.JSONField[Any] = fields.JSONField(default=dict)
     previous_hash = fields.CharField(max_length=64)
     entry_hash = fields.CharField(max_length=64)
 

@@ -1,29 +1,51 @@
 from __future__ import annotations
 
+import uuid
+from typing import TYPE_CHECKING, Any
+
 from tortoise import fields
 from tortoise.models import Model
 
 from models.enums import CertificateSource, CertificateStatus, EnrollmentMethod
 
+if TYPE_CHECKING:
+    from models.application import Application
+    from models.organization import Organization
+    from models.pki import CertificateAuthority, CertificateProfile
+
 
 class Certificate(Model):
     id = fields.UUIDField(primary_key=True)
-    organization = fields.ForeignKeyField("models.Organization", related_name="certificates")
+    organization: fields.ForeignKeyRelation[Organization] = fields.ForeignKeyField(
+        "models.Organization", related_name="certificates"
+    )
+    organization_id: uuid.UUID
     # An application inventory, legacy-project certificates (a later issue) have none.
-    application = fields.ForeignKeyField("models.Application", related_name="certificates", null=True)
+    application: fields.ForeignKeyNullableRelation[Application] = fields.ForeignKeyField(
+        "models.Application", related_name="certificates", null=True
+    )
+    application_id: uuid.UUID | None
     legacy_project_id = fields.UUIDField(null=True)
-    profile = fields.ForeignKeyField("models.CertificateProfile", related_name="certificates", null=True)
-    ca = fields.ForeignKeyField("models.CertificateAuthority", related_name="certificates", null=True)
+    profile: fields.ForeignKeyNullableRelation[CertificateProfile] = fields.ForeignKeyField(
+        "models.CertificateProfile", related_name="certificates", null=True
+    )
+    profile_id: uuid.UUID | None
+    ca: fields.ForeignKeyNullableRelation[CertificateAuthority] = fields.ForeignKeyField(
+        "models.CertificateAuthority", related_name="certificates", null=True
+    )
+    ca_id: uuid.UUID | None
     serial_hex = fields.CharField(max_length=64)
     common_name = fields.CharField(max_length=255, null=True)
     subject_dn = fields.TextField()
-    sans = fields.JSONField(default=list)  # [{"type": "DNS", "value": "a.example.com"}, ...]
+    sans: fields.JSONField[Any] = fields.JSONField(
+        default=list
+    )  # [{"type": "DNS", "value": "a.example.com"}, ...]
     # Lower-cased CN and SAN values, so the name filter is one LIKE inside an application's rows.
     name_search = fields.TextField(default="")
     key_algorithm = fields.CharField(max_length=16)
     signature_algorithm = fields.CharField(max_length=32)
-    key_usages = fields.JSONField(default=list)
-    extended_key_usages = fields.JSONField(default=list)
+    key_usages: fields.JSONField[Any] = fields.JSONField(default=list)
+    extended_key_usages: fields.JSONField[Any] = fields.JSONField(default=list)
     not_before = fields.DatetimeField()
     not_after = fields.DatetimeField()
     status = fields.CharEnumField(CertificateStatus, max_length=16, default=CertificateStatus.ACTIVE)
@@ -31,9 +53,10 @@ class Certificate(Model):
     enrollment_method = fields.CharEnumField(EnrollmentMethod, max_length=16)
     auto_renew = fields.BooleanField(default=False)
     renew_before_days = fields.IntField(default=30)
-    renewed_from = fields.ForeignKeyField(
+    renewed_from: fields.ForeignKeyNullableRelation[Certificate] = fields.ForeignKeyField(
         "models.Certificate", related_name="renewals", null=True, on_delete=fields.SET_NULL
     )
+    renewed_from_id: uuid.UUID | None
     revoked_at = fields.DatetimeField(null=True)
     revocation_reason = fields.CharField(max_length=32, null=True)
     certificate_pem = fields.TextField()
@@ -41,7 +64,7 @@ class Certificate(Model):
     # PKCS#8 PEM sealed under the KEK with associated data b"cert:<id>"; only for server-generated keys.
     encrypted_private_key = fields.BinaryField(null=True)
     fingerprint_sha256 = fields.CharField(max_length=64)
-    metadata = fields.JSONField(default=dict)
+    metadata: fields.JSONField[Any] = fields.JSONField(default=dict)
     renewal_error = fields.TextField(null=True)
     next_renewal_attempt_at = fields.DatetimeField(null=True)
     created_by_id = fields.UUIDField(null=True)

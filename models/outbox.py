@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.models import Model
 
@@ -12,7 +14,7 @@ class OutboxEvent(Model):
     event_type = fields.CharField(max_length=64)  # certificate.issued | certificate.renewed | ...
     application_id = fields.UUIDField(null=True)
     certificate_id = fields.UUIDField(null=True)
-    payload = fields.JSONField(default=dict)
+    payload: fields.JSONField[Any] = fields.JSONField(default=dict)
     created_at = fields.DatetimeField(auto_now_add=True)
     claimed_at = fields.DatetimeField(null=True)
     processed_at = fields.DatetimeField(null=True)

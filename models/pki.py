@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import TYPE_CHECKING, Any
+
 from tortoise import fields
 from tortoise.models import Model
 
 from models.enums import CaKind, CaStatus
 
+if TYPE_CHECKING:
+    from models.organization import Organization
+
 
 class CertificateAuthority(Model):
     id = fields.UUIDField(primary_key=True)
-    organization = fields.ForeignKeyField("models.Organization", related_name="cas")
+    organization: fields.ForeignKeyRelation[Organization] = fields.ForeignKeyField(
+        "models.Organization", related_name="cas"
+    )
+    organization_id: uuid.UUID
     name = fields.CharField(max_length=100)
     kind = fields.CharEnumField(CaKind, max_length=16)
-    parent = fields.ForeignKeyField("models.CertificateAuthority", related_name="children", null=True)
+    parent: fields.ForeignKeyNullableRelation[CertificateAuthority] = fields.ForeignKeyField(
+        "models.CertificateAuthority", related_name="children", null=True
+    )
+    parent_id: uuid.UUID | None
     external_parent = fields.BooleanField(default=False)
     status = fields.CharEnumField(CaStatus, max_length=24)
     key_algorithm = fields.CharField(max_length=16)
@@ -40,10 +52,13 @@ class CertificateAuthority(Model):
 
 class CertificatePolicy(Model):
     id = fields.UUIDField(primary_key=True)
-    organization = fields.ForeignKeyField("models.Organization", related_name="policies")
+    organization: fields.ForeignKeyRelation[Organization] = fields.ForeignKeyField(
+        "models.Organization", related_name="policies"
+    )
+    organization_id: uuid.UUID
     name = fields.CharField(max_length=100)
     description = fields.TextField(default="")
-    rules = fields.JSONField(default=dict)  # pki.policy.PolicyRules.to_dict()
+    rules: fields.JSONField[Any] = fields.JSONField(default=dict)  # pki.policy.PolicyRules.to_dict()
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -54,16 +69,25 @@ class CertificatePolicy(Model):
 
 class CertificateProfile(Model):
     id = fields.UUIDField(primary_key=True)
-    organization = fields.ForeignKeyField("models.Organization", related_name="profiles")
+    organization: fields.ForeignKeyRelation[Organization] = fields.ForeignKeyField(
+        "models.Organization", related_name="profiles"
+    )
+    organization_id: uuid.UUID
     name = fields.CharField(max_length=100)
     description = fields.TextField(default="")
-    ca = fields.ForeignKeyField("models.CertificateAuthority", related_name="profiles")
-    policy = fields.ForeignKeyField("models.CertificatePolicy", related_name="profiles")
+    ca: fields.ForeignKeyRelation[CertificateAuthority] = fields.ForeignKeyField(
+        "models.CertificateAuthority", related_name="profiles"
+    )
+    ca_id: uuid.UUID
+    policy: fields.ForeignKeyRelation[CertificatePolicy] = fields.ForeignKeyField(
+        "models.CertificatePolicy", related_name="profiles"
+    )
+    policy_id: uuid.UUID
     default_validity = fields.CharField(max_length=16, default="90d")
     default_key_algorithm = fields.CharField(max_length=16, default="EC_P256")
-    default_key_usages = fields.JSONField(default=list)
-    default_extended_key_usages = fields.JSONField(default=list)
-    default_subject = fields.JSONField(default=list)  # [[type, value], ...]
+    default_key_usages: fields.JSONField[Any] = fields.JSONField(default=list)
+    default_extended_key_usages: fields.JSONField[Any] = fields.JSONField(default=list)
+    default_subject: fields.JSONField[Any] = fields.JSONField(default=list)  # [[type, value], ...]
     renew_before_days = fields.IntField(default=30)
     # Deleting a profile stops new issuance; its certificates keep pointing at it.
     deleted_at = fields.DatetimeField(null=True)

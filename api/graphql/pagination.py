@@ -1,4 +1,4 @@
-"""Relay-style cursor connections over keyset pagination (created_at, id): stable under inserts, index-served."""
+"""Relay-style cursor connections over keyset pagination on (created_at, id): stable and index-served."""
 
 from __future__ import annotations
 

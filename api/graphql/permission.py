@@ -61,7 +61,7 @@ def scope_of(source: Any) -> Scope | None:
 class Requires(BasePermission):
     def __init__(self, permission: Permission) -> None:
         self.permission = permission
-        self._schema_directive = RequiresDirective(permission=permission.value)
+        self._schema_directive = RequiresDirective(permission=permission.value)  # type: ignore[misc]
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         context: RequestContext = info.context
@@ -79,7 +79,7 @@ class Requires(BasePermission):
 
 class _Public(BasePermission):
     def __init__(self, reason: str) -> None:
-        self._schema_directive = PublicDirective(reason=reason)
+        self._schema_directive = PublicDirective(reason=reason)  # type: ignore[misc]
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         return True
