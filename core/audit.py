@@ -12,7 +12,8 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from core.authz import Actor
+from core import authz
+from core.authz import Actor, Permission
 from models import AuditChainHead, AuditEvent
 from models.enums import AuditOutcome
 
@@ -151,3 +152,20 @@ async def verify_chain(batch_size: int = 1000) -> ChainReport:
     if head is not None and head.last_hash != previous:
         return ChainReport(checked, last_id or None, "the newest entries were removed")
     return ChainReport(checked, None, None)
+
+
+async def list_events(
+    *, actor: Actor, application_id: uuid.UUID | None, first: int, before_id: int | None
+) -> list[AuditEvent]:
+    """Newest first. Product Admins read the whole organization; application Admins and Auditors theirs."""
+    from core.access import load_application  # access imports models only; local import keeps audit light
+
+    query = AuditEvent.filter(organization_id=actor.organization_id)
+    if application_id is None:
+        authz.require(actor, Permission.AUDIT_READ_ALL)
+    else:
+        await load_application(actor, application_id, Permission.AUDIT_READ)
+        query = query.filter(application_id=application_id)
+    if before_id is not None:
+        query = query.filter(id__lt=before_id)
+    return await query.order_by("-id").limit(first + 1)

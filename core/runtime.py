@@ -11,7 +11,7 @@ _kek: bytes | None = None
 def configure(settings: Settings, *, kek: bytes | None = None) -> None:
     global _settings, _kek
     _settings = settings
-    _kek = kek if kek is not None else load_or_create_kek(settings.kek_file)
+    _kek = kek
 
 
 def settings() -> Settings:
@@ -21,6 +21,8 @@ def settings() -> Settings:
 
 
 def kek() -> bytes:
+    """Loaded on first use, so commands that never touch a key (schema, db upgrade) never create one."""
+    global _kek
     if _kek is None:
-        raise RuntimeError("core.runtime.configure() was not called")
+        _kek = load_or_create_kek(settings().kek_file)
     return _kek

@@ -9,12 +9,12 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.tools import merge_types
 
-from api.graphql import identity
+from api.graphql import audit, identity
 from core.errors import KeywardError
 
 log = logging.getLogger("keyward.graphql")
 
-DOMAINS = [identity]
+DOMAINS = [identity, audit]
 
 
 def _should_mask(error: GraphQLError) -> bool:
@@ -34,8 +34,8 @@ class InternalErrorMask(MaskErrors):
 
 
 def build_schema() -> strawberry.Schema:
-    query = merge_types("Query", tuple(domain.Query for domain in DOMAINS))
-    mutation = merge_types("Mutation", tuple(domain.Mutation for domain in DOMAINS))
+    query = merge_types("Query", tuple(domain.Query for domain in DOMAINS if hasattr(domain, "Query")))
+    mutation = merge_types("Mutation", tuple(d.Mutation for d in DOMAINS if hasattr(d, "Mutation")))
     return strawberry.Schema(
         query=query,
         mutation=mutation,
