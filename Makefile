@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/keyward db upgrade
-	$(BIN)/keyward demo --banner
+	$(BIN)/keyward demo
 	$(BIN)/keyward serve --host 127.0.0.1 --port 8000
 
 check: $(STAMP)

@@ -81,6 +81,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from worker.main import run_worker
+
+    logging.basicConfig(level=runtime.settings().log_level.upper())
+    asyncio.run(run_worker())
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from api.graphql.schema import schema
 
@@ -112,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit_command", required=True)
     audit.add_parser("verify", help="check the hash chain").set_defaults(func=_cmd_audit_verify)
+
+    sub.add_parser(
+        "worker", help="run the scheduled jobs (CRL refresh; more with the worker issue)"
+    ).set_defaults(func=_cmd_worker)
 
     sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)
     return parser

@@ -1,0 +1,19 @@
+"""The registry of scheduled jobs: each a thin, named wrapper around one core service."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str  # domain.verb
+    run: Callable[[], Awaitable[object]]
+    every_seconds: int
+
+
+def all_jobs() -> list[Job]:
+    from worker import crl
+
+    return [crl.REFRESH]
