@@ -33,6 +33,8 @@ class CertificateAuthority(Model):
     path_length = fields.IntField(null=True)
     certificate_pem = fields.TextField(null=True)
     csr_pem = fields.TextField(null=True)
+    # An external parent's certificate and its issuers (PEM, parent first), as imported with the certificate.
+    chain_pem = fields.TextField(null=True)
     # AES-256-GCM under the KEK, associated data b"ca:<id>".
     encrypted_private_key = fields.BinaryField()
     serial_hex = fields.CharField(max_length=64, null=True)
