@@ -17,6 +17,7 @@ from models.enums import PrincipalKind, TokenKind
 
 TOKEN_PREFIX = "kw_"
 MIN_PASSWORD_LENGTH = 12
+LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 _hasher = PasswordHasher()
 # Verifying against this keeps a login for an unknown email as slow as one for a known email.
@@ -92,6 +93,9 @@ async def authenticate_bearer(token: str, *, source_address: str | None = None) 
         raise Unauthenticated("the bearer token has expired; log in again")
     if not row.principal.is_active:
         raise Unauthenticated("this identity is deactivated")
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_GRANULARITY:
+        # At most one write a minute per token, so busy clients do not turn every request into a write.
+        await ApiToken.filter(id=row.id).update(last_used_at=now)
     return await load_actor(row.principal, source_address=source_address)
 
 
@@ -102,3 +106,22 @@ async def login(*, email: str, password: str, session_ttl: timedelta) -> tuple[s
     if not principal.is_active:
         raise Unauthenticated("this user is deactivated")
     return await create_token(principal=principal, kind=TokenKind.SESSION, name="login", ttl=session_ttl)
+
+
+async def find_token(token: str) -> ApiToken | None:
+    """The stored row for a presented plaintext token (looked up by its hash), if any."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    return await ApiToken.get_or_none(token_hash=hash_token(token))
+
+
+async def revoke_token(token: ApiToken, *, connection: BaseDBAsyncClient | None = None) -> bool:
+    """Mark a token revoked; a conditional update, so a concurrent second revocation changes nothing."""
+    now = datetime.now(UTC)
+    query = ApiToken.filter(id=token.id, revoked_at__isnull=True)
+    if connection is not None:
+        query = query.using_db(connection)
+    changed = await query.update(revoked_at=now)
+    if changed:
+        token.revoked_at = now
+    return bool(changed)

@@ -202,3 +202,101 @@ def tool_or_skip(name: str) -> str:
 def write(path: Path, data: bytes | str) -> Path:
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
     return path
+
+
+# The authorization cast ---------------------------------------------------------------------------------
+
+# Everyone whose access the authorization matrix checks. "foreign" is a Product Admin of another
+# organization; "outsider" a Product Member of acme in no application; "anonymous" sends no token.
+CAST_ROLES = (
+    "product_admin",
+    "app_admin",
+    "app_operator",
+    "app_auditor",
+    "outsider",
+    "foreign",
+    "anonymous",
+)
+
+
+@dataclass
+class Cast:
+    """Org `acme` with application `payments-api` and one principal per role; org `globex` beside it."""
+
+    organization_id: uuid.UUID
+    application_id: uuid.UUID
+    other_organization_id: uuid.UUID
+    other_application_id: uuid.UUID
+    principal_ids: dict[str, uuid.UUID]
+    tokens: dict[str, str | None]
+
+    def token(self, role: str) -> str | None:
+        return self.tokens[role]
+
+
+async def create_principal_with_token(
+    organization_id: uuid.UUID, name: str, product_role: str, *, kind: str = "user"
+) -> tuple[uuid.UUID, str]:
+    """A principal with a product membership and an API token, written straight through the models."""
+    from core import authn
+    from models import Principal, ProductMembership
+    from models.enums import PrincipalKind, ProductRole, TokenKind
+
+    principal = await Principal.create(
+        organization_id=organization_id,
+        kind=PrincipalKind(kind),
+        name=name,
+        email=name if kind == "user" else None,
+    )
+    await ProductMembership.create(
+        organization_id=organization_id, principal=principal, role=ProductRole(product_role)
+    )
+    token, _ = await authn.create_token(principal=principal, kind=TokenKind.API, name="test")
+    return principal.id, token
+
+
+async def create_profile_rows(organization_id: uuid.UUID, name: str = "tls-server", **profile: Any) -> Any:
+    """A CA, policy and profile as bare rows (the CA key is a placeholder): enough to attach, not to issue."""
+    from models import CertificateAuthority, CertificatePolicy, CertificateProfile
+    from models.enums import CaKind, CaStatus
+
+    ca = await CertificateAuthority.create(
+        organization_id=organization_id,
+        name=f"{name}-ca",
+        kind=CaKind.ROOT,
+        status=CaStatus.ACTIVE,
+        key_algorithm="EC_P256",
+        subject_dn=f"CN={name} CA",
+        encrypted_private_key=b"x",
+    )
+    policy = await CertificatePolicy.create(organization_id=organization_id, name=f"{name}-policy")
+    return await CertificateProfile.create(
+        organization_id=organization_id, name=name, ca=ca, policy=policy, **profile
+    )
+
+
+@pytest_asyncio.fixture
+async def cast(org_admin: OrgAdmin) -> Cast:
+    from models import Application, ApplicationMembership, Organization
+    from models.enums import ApplicationRole
+
+    org_id = org_admin.organization_id
+    app = await Application.create(organization_id=org_id, name="payments-api")
+    principal_ids = {"product_admin": org_admin.principal_id}
+    tokens: dict[str, str | None] = {"product_admin": org_admin.token, "anonymous": None}
+    for role, app_role in (
+        ("app_admin", ApplicationRole.ADMIN),
+        ("app_operator", ApplicationRole.OPERATOR),
+        ("app_auditor", ApplicationRole.AUDITOR),
+        ("outsider", None),
+    ):
+        principal_id, token = await create_principal_with_token(org_id, f"{role}@acme.test", "member")
+        if app_role is not None:
+            await ApplicationMembership.create(application=app, principal_id=principal_id, role=app_role)
+        principal_ids[role], tokens[role] = principal_id, token
+    other = await Organization.create(name="globex")
+    other_app = await Application.create(organization_id=other.id, name="globex-api")
+    principal_ids["foreign"], tokens["foreign"] = await create_principal_with_token(
+        other.id, "admin@globex.test", "admin"
+    )
+    return Cast(org_id, app.id, other.id, other_app.id, principal_ids, tokens)
