@@ -61,6 +61,8 @@ class Certificate(Model):
     revocation_reason = fields.CharField(max_length=32, null=True)
     certificate_pem = fields.TextField()
     chain_pem = fields.TextField(default="")  # issuing CA up to, not including, the root
+    # Only for imported certificates whose issuer is not one of our CAs: the root that came with them.
+    root_pem = fields.TextField(null=True)
     # PKCS#8 PEM sealed under the KEK with associated data b"cert:<id>"; only for server-generated keys.
     encrypted_private_key = fields.BinaryField(null=True)
     fingerprint_sha256 = fields.CharField(max_length=64)
@@ -73,11 +75,12 @@ class Certificate(Model):
 
     class Meta:
         table = "certificate"
-        unique_together = (("ca_id", "serial_hex"),)
+        # The second pair makes a duplicate import into the same application fail even under a race.
+        unique_together = (("ca_id", "serial_hex"), ("application_id", "fingerprint_sha256"))
         indexes = (
-            ("application_id", "created_at"),  # inventory page order
+            ("application_id", "created_at", "id"),  # inventory page order (keyset: created_at, id)
             ("application_id", "status", "not_after"),  # status / expiring-before filters
-            ("application_id", "profile_id", "created_at"),
+            ("application_id", "profile_id", "created_at", "id"),
             ("status", "not_after"),  # expiry and renewal sweeps
             ("ca_id", "status"),  # CRL build
             ("organization_id", "created_at"),
