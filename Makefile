@@ -21,7 +21,6 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy api core models pki worker
-	$(BIN)/python -m tests.tools.check_schema
 
 test-sqlite: $(STAMP)
 	KEYWARD_TEST_DB=sqlite $(BIN)/pytest -q

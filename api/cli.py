@@ -54,9 +54,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = asyncio.run(_with_db(setup_demo))
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
+        return 0
+    print(
+        "\nKeyward demo is ready.\n"
+        f"  GraphiQL:        {result['graphql_url']}  (open it in a browser)\n"
+        f"  Header:          Authorization: Bearer {result['admin_token']}\n"
+        f"  Application id:  {result['application_id']}  (payments-api)\n"
+        f"  Profile id:      {result['profile_id']}  (tls-server: names under example.com, 90 days)\n"
+        "  The README's walkthrough issues a certificate with these two ids.\n"
+    )
     return 0
 
 

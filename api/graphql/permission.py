@@ -115,7 +115,8 @@ class AuditFailures(FieldExtension):
 
 def guarded_mutation(permission: Permission, **kwargs: Any) -> Any:
     """A mutation: permission checked first (outermost), failures of any kind audited."""
-    extensions = [AuditFailures(), permission_extension(permission), *kwargs.pop("extensions", [])]
+    # Strawberry nests extensions so that the LAST one is outermost: AuditFailures must see refusals too.
+    extensions = [*kwargs.pop("extensions", []), permission_extension(permission), AuditFailures()]
     return strawberry.mutation(extensions=extensions, **kwargs)
 
 

@@ -6,27 +6,33 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors
+from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 from strawberry.tools import merge_types
 
-from api.graphql import audit, identity
+from api.graphql import application, audit, certificate, identity, pki
 from core.errors import KeywardError
 
 log = logging.getLogger("keyward.graphql")
 
-DOMAINS = [identity, audit]
+DOMAINS = [identity, audit, pki, certificate, application]
 
 
 def _should_mask(error: GraphQLError) -> bool:
-    """Hide unexpected exceptions' text (it may hold internals); our errors and GraphQL's own pass."""
+    """Hide unexpected exceptions' text (it may hold internals); our errors and GraphQL's own pass.
+
+    Errors outside execution (no path: parsing, validation, variable coercion such as a wrong enum value)
+    describe the caller's document, so their text is kept.
+    """
     original = error.original_error
-    if original is None or isinstance(original, KeywardError):
+    if original is None or isinstance(original, KeywardError) or error.path is None:
         return False
     log.error("unexpected error in %s", error.path, exc_info=original)
     return True
 
 
 class InternalErrorMask(MaskErrors):
+    """Masks unexpected errors: their text may hold internals."""
+
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         masked = super().anonymise_error(error)
         masked.extensions = {"code": "INTERNAL_SERVER_ERROR"}
@@ -40,7 +46,10 @@ def build_schema() -> strawberry.Schema:
         query=query,
         mutation=mutation,
         extensions=[
-            lambda: InternalErrorMask(should_mask_error=_should_mask, error_message="internal server error")
+            lambda: InternalErrorMask(should_mask_error=_should_mask, error_message="internal server error"),
+            # Clients send the same few documents again and again: parse and validate each once (~3 ms each).
+            lambda: ParserCache(maxsize=512),
+            lambda: ValidationCache(maxsize=512),
         ],
     )
 

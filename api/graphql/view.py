@@ -8,6 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.types import ExecutionResult
 
 from api.graphql.context import RequestContext
 from core import authn
@@ -34,6 +36,15 @@ async def actor_from_request(request: Request | WebSocket) -> tuple[Actor, Unaut
 
 
 class KeywardGraphQL(GraphQL[RequestContext, None]):
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        """Every error leaves with a stable `extensions.code`."""
+        response = process_result(result)
+        for error in response.get("errors") or []:
+            extensions: dict[str, Any] = error.setdefault("extensions", {})  # type: ignore[attr-defined]
+            # Only errors in the caller's document lack a code: syntax, validation, variable coercion.
+            extensions.setdefault("code", "INVALID_INPUT")
+        return response
+
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Any:
         actor, auth_error = await actor_from_request(request)
         return RequestContext(

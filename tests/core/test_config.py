@@ -19,7 +19,10 @@ def test_defaults_are_the_embedded_setup() -> None:
 
 def test_postgres_url_and_public_url_are_taken() -> None:
     settings = load_settings(
-        {"KEYWARD_DATABASE_URL": "postgres://kw@db:5432/keyward", "KEYWARD_PUBLIC_URL": "https://pki.example.com/"}
+        {
+            "KEYWARD_DATABASE_URL": "postgres://kw@db:5432/keyward",
+            "KEYWARD_PUBLIC_URL": "https://pki.example.com/",
+        }
     )
     assert settings.database_url == "postgres://kw@db:5432/keyward"
     assert settings.public_url == "https://pki.example.com"

@@ -37,9 +37,10 @@ def _upgrade(database_url: str, tmp_path: Path) -> subprocess.CompletedProcess[s
     if not kek.exists():
         kek.write_text("A" * 43 + "=\n")
         kek.chmod(0o600)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")
-    } | {"KEYWARD_DATABASE_URL": database_url, "KEYWARD_KEK_FILE": str(kek)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")} | {
+        "KEYWARD_DATABASE_URL": database_url,
+        "KEYWARD_KEK_FILE": str(kek),
+    }
     return subprocess.run(
         [sys.executable, "-m", "api.cli", "db", "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True
     )
