@@ -41,7 +41,7 @@ from pki.duration import parse_duration
 from pki.key import KeyAlgorithm, PrivateKey, PublicKey, generate_private_key, serialize_private_key
 from pki.name import build_name, normalize_type
 from pki.policy import CertificateRequest, PolicyRules, evaluate_policy
-from pki.san import SubjectAltName, parse_san
+from pki.san import SubjectAltName, classify_name, parse_san
 from pki.usage import (
     check_key_usages_for_key,
     default_key_usages,
@@ -260,6 +260,25 @@ def _sans(values: Sequence[str | SubjectAltName] | None) -> list[SubjectAltName]
         if san not in sans:
             sans.append(san)
     return sans
+
+
+def with_common_name_san(
+    subject: Sequence[tuple[str, str]], sans: list[SubjectAltName]
+) -> list[SubjectAltName]:
+    """A request with no SANs gets its common name as one, when that is a host name or an address.
+
+    TLS clients ignore the CN (RFC 6125), so a certificate without SANs would be useless to them; a CN that
+    is not a host name ("Payments Service") adds nothing.
+    """
+    if sans:
+        return sans
+    common_names = [value for attribute_type, value in subject if attribute_type == "CN"]
+    if not common_names:
+        return sans
+    try:
+        return [classify_name(common_names[-1])]
+    except pki_errors.PkiError:
+        return sans
 
 
 def _usages(
@@ -576,7 +595,7 @@ async def issue_certificate(
         prepared = prepare_request(
             context,
             subject=csr_info.subject,
-            sans=csr_info.sans,
+            sans=with_common_name_san(csr_info.subject, list(csr_info.sans)),
             key_algorithm=csr_info.key_algorithm,
             key_usages=requested_key_usages or csr_info.key_usages or None,
             extended_key_usages=(
@@ -595,7 +614,7 @@ async def issue_certificate(
         prepared = prepare_request(
             context,
             subject=requested_subject,
-            sans=requested_sans,
+            sans=with_common_name_san(requested_subject, requested_sans),
             key_algorithm=algorithm,
             key_usages=requested_key_usages,
             extended_key_usages=requested_ekus,

@@ -300,3 +300,22 @@ async def cast(org_admin: OrgAdmin) -> Cast:
         other.id, "admin@globex.test", "admin"
     )
     return Cast(org_id, app.id, other.id, other_app.id, principal_ids, tokens)
+
+
+@pytest.fixture(scope="session")
+def hierarchy_for() -> Any:
+    """PKI hierarchies for the pure pki tests, built once per algorithm for the whole run.
+
+    Lives here, not in tests/pki/conftest.py: two modules named `conftest` on sys.path would shadow each
+    other for `from conftest import ...` depending on which directories a run collects.
+    """
+    from pki_support import build_hierarchy  # tests/pki is on sys.path once its modules are collected
+
+    built: dict[Any, Any] = {}
+
+    def get(algorithm: Any) -> Any:
+        if algorithm not in built:
+            built[algorithm] = build_hierarchy(algorithm)
+        return built[algorithm]
+
+    return get
