@@ -22,3 +22,10 @@ async def load_application(actor: Actor, application_id: uuid.UUID, permission: 
         raise NotFound(f"application {application_id} not found")
     authz.require(actor, permission, application_scope(application))
     return application
+
+
+def organization_scope(actor: Actor) -> Scope:
+    """The actor's organization; an anonymous caller is refused here (UNAUTHENTICATED)."""
+    authz.require(actor, Permission.SELF)
+    assert actor.organization_id is not None
+    return Scope(organization_id=actor.organization_id)

@@ -85,7 +85,8 @@ async def load_actor(principal: Principal, *, source_address: str | None = None)
 async def authenticate_bearer(token: str, *, source_address: str | None = None) -> Actor:
     if not token.startswith(TOKEN_PREFIX):
         raise Unauthenticated("the bearer token is malformed")
-    row = await ApiToken.get_or_none(token_hash=hash_token(token)).prefetch_related("principal")
+    # One query for the token and its principal (a JOIN), not one each.
+    row = await ApiToken.filter(token_hash=hash_token(token)).select_related("principal").first()
     now = datetime.now(UTC)
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("the bearer token is unknown or revoked")

@@ -16,8 +16,10 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from core import audit, authz, runtime
-from core.authz import Actor, Permission, Scope
+from core.access import organization_scope
+from core.authz import Actor, Permission
 from core.errors import Conflict, InvalidInput, InvalidState, NotFound
+from core.naming import clean_name
 from models import Certificate, CertificateAuthority
 from models.enums import CaKind, CaStatus, CertificateStatus
 from pki import certificate as pki_certificate
@@ -34,7 +36,6 @@ from pki.key import KeyAlgorithm, PrivateKey
 CRL_VALIDITY = timedelta(hours=24)
 # The worker rebuilds a CRL this long before its nextUpdate; the CRL route itself rebuilds at 1 hour.
 CRL_REFRESH_AHEAD = timedelta(hours=12)
-MAX_NAME_LENGTH = 100
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,6 @@ def require_active(ca: CertificateAuthority) -> None:
             f"certificate authority '{ca.name}' has no certificate yet; "
             "import the certificate its external parent signed (importCaCertificate)"
         )
-
-
-def _scope(actor: Actor) -> Scope:
-    authz.require(actor, Permission.SELF)  # anonymous callers learn UNAUTHENTICATED first
-    assert actor.organization_id is not None
-    return Scope(organization_id=actor.organization_id)
 
 
 def _unseal_key(ca: CertificateAuthority) -> PrivateKey:
@@ -237,15 +232,6 @@ async def refresh_due_crls(*, ahead: timedelta = CRL_REFRESH_AHEAD, batch_size: 
 # ---------------------------------------------------------------- input checks
 
 
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise InvalidInput("name must not be empty", field="name")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"name is longer than {MAX_NAME_LENGTH} characters", field="name")
-    return name
-
-
 def _check_subject(subject: str | list[tuple[str, str]]) -> x509.Name:
     try:
         pairs = pki_name.parse_dn(subject) if isinstance(subject, str) else list(subject)
@@ -339,7 +325,7 @@ async def _create_row(
 async def get_ca(
     *, actor: Actor, ca_id: uuid.UUID, permission: Permission = Permission.PKI_READ
 ) -> CertificateAuthority:
-    authz.require(actor, permission, _scope(actor))
+    authz.require(actor, permission, organization_scope(actor))
     ca = await CertificateAuthority.get_or_none(id=ca_id, organization_id=actor.organization_id)
     if ca is None:
         raise NotFound(f"certificate authority {ca_id} not found")
@@ -347,7 +333,7 @@ async def get_ca(
 
 
 async def list_cas(*, actor: Actor) -> list[CertificateAuthority]:
-    authz.require(actor, Permission.PKI_READ, _scope(actor))
+    authz.require(actor, Permission.PKI_READ, organization_scope(actor))
     return await CertificateAuthority.filter(organization_id=actor.organization_id).order_by(
         "created_at", "name"
     )
@@ -362,9 +348,9 @@ async def create_root_ca(
     validity: str,
     path_length: int | None,
 ) -> CertificateAuthority:
-    scope = _scope(actor)
+    scope = organization_scope(actor)
     authz.require(actor, Permission.PKI_MANAGE, scope)
-    name = _check_name(name)
+    name = clean_name(name)
     subject_name = _check_subject(subject)
     algorithm = _check_key_algorithm(key_algorithm)
     lifetime = _check_validity(validity)
@@ -410,9 +396,9 @@ async def create_intermediate_ca(
     path_length: int | None,
 ) -> CertificateAuthority:
     """Signed by an internal parent; never outlives it (notAfter is capped at the parent's)."""
-    scope = _scope(actor)
+    scope = organization_scope(actor)
     authz.require(actor, Permission.PKI_MANAGE, scope)
-    name = _check_name(name)
+    name = clean_name(name)
     subject_name = _check_subject(subject)
     algorithm = _check_key_algorithm(key_algorithm)
     lifetime = _check_validity(validity)
@@ -483,9 +469,9 @@ async def create_external_intermediate_ca(
     path_length: int | None,
 ) -> CertificateAuthority:
     """Keyward keeps the key and hands out a CSR; the CA stays pending until its certificate is imported."""
-    scope = _scope(actor)
+    scope = organization_scope(actor)
     authz.require(actor, Permission.PKI_MANAGE, scope)
-    name = _check_name(name)
+    name = clean_name(name)
     subject_name = _check_subject(subject)
     algorithm = _check_key_algorithm(key_algorithm)
     path_length = _check_path_length(path_length)

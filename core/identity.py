@@ -10,27 +10,15 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from core import audit, authn, authz
-from core.authz import Actor, Permission, Scope
+from core.access import organization_scope
+from core.authz import Actor, Permission
 from core.errors import Conflict, InvalidInput, InvalidState, NotFound
+from core.naming import clean_name
 from models import ApiToken, Organization, Principal, ProductMembership
 from models.enums import PrincipalKind, ProductRole, TokenKind
 
 MAX_NAME_LENGTH = 200
 MAX_TOKEN_DAYS = 3650
-
-
-def _org_scope(actor: Actor) -> Scope:
-    assert actor.organization_id is not None
-    return Scope(organization_id=actor.organization_id)
-
-
-def _clean_name(name: str, field: str = "name") -> str:
-    cleaned = name.strip()
-    if not cleaned:
-        raise InvalidInput(f"{field} must not be empty", field=field)
-    if len(cleaned) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"{field} must be at most {MAX_NAME_LENGTH} characters", field=field)
-    return cleaned
 
 
 def normalize_email(email: str) -> str:
@@ -55,7 +43,7 @@ async def load_principal(actor: Actor, principal_id: uuid.UUID) -> Principal:
 
 
 async def list_principals(*, actor: Actor, kind: PrincipalKind) -> list[Principal]:
-    authz.require(actor, Permission.PRODUCT_READ, _org_scope(actor))
+    authz.require(actor, Permission.PRODUCT_READ, organization_scope(actor))
     return (
         await Principal.filter(organization_id=actor.organization_id, kind=kind)
         .order_by("name", "id")
@@ -103,9 +91,9 @@ async def create_user(
     *, actor: Actor, email: str, name: str, role: ProductRole, password: str | None = None
 ) -> Principal:
     """Every principal gets its product membership at creation: without one it could do nothing."""
-    authz.require(actor, Permission.PRODUCT_MANAGE, _org_scope(actor))
+    authz.require(actor, Permission.PRODUCT_MANAGE, organization_scope(actor))
     email = normalize_email(email)
-    name = _clean_name(name)
+    name = clean_name(name, max_length=MAX_NAME_LENGTH)
     password_hash = authn.hash_password(password) if password is not None else None
     if await Principal.exists(email=email):
         raise Conflict(f"a user with email {email!r} already exists", field="email")
@@ -115,8 +103,10 @@ async def create_user(
 
 
 async def create_machine_identity(*, actor: Actor, name: str, role: ProductRole) -> Principal:
-    authz.require(actor, Permission.PRODUCT_MANAGE, _org_scope(actor))
-    return await _create_principal(actor=actor, kind=PrincipalKind.MACHINE, name=_clean_name(name), role=role)
+    authz.require(actor, Permission.PRODUCT_MANAGE, organization_scope(actor))
+    return await _create_principal(
+        actor=actor, kind=PrincipalKind.MACHINE, name=clean_name(name, max_length=MAX_NAME_LENGTH), role=role
+    )
 
 
 async def _ensure_another_active_admin(
@@ -138,7 +128,7 @@ async def _ensure_another_active_admin(
 
 
 async def set_product_role(*, actor: Actor, principal_id: uuid.UUID, role: ProductRole) -> Principal:
-    authz.require(actor, Permission.PRODUCT_MANAGE, _org_scope(actor))
+    authz.require(actor, Permission.PRODUCT_MANAGE, organization_scope(actor))
     principal = await load_principal(actor, principal_id)
     async with in_transaction() as conn:
         membership = (
@@ -170,7 +160,7 @@ async def set_product_role(*, actor: Actor, principal_id: uuid.UUID, role: Produ
 
 async def set_principal_active(*, actor: Actor, principal_id: uuid.UUID, active: bool) -> Principal:
     """A deactivated principal's tokens stop working at once (authentication checks is_active)."""
-    authz.require(actor, Permission.PRODUCT_MANAGE, _org_scope(actor))
+    authz.require(actor, Permission.PRODUCT_MANAGE, organization_scope(actor))
     principal = await load_principal(actor, principal_id)
     if principal.is_active == active:
         state = "active" if active else "deactivated"
@@ -215,9 +205,9 @@ async def create_api_token(
             raise InvalidInput("this caller is not a principal: pass principalId", field="principalId")
         principal = await load_principal(actor, actor.principal_id)
     else:
-        authz.require(actor, Permission.PRODUCT_MANAGE, _org_scope(actor))
+        authz.require(actor, Permission.PRODUCT_MANAGE, organization_scope(actor))
         principal = await load_principal(actor, principal_id)
-    name = _clean_name(name)
+    name = clean_name(name, max_length=MAX_NAME_LENGTH)
     if expires_in_days is not None and not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
         raise InvalidInput(
             f"expiresInDays must be between 1 and {MAX_TOKEN_DAYS}, or omitted for a token that does "
@@ -260,7 +250,7 @@ async def revoke_api_token(*, actor: Actor, token_id: uuid.UUID) -> ApiToken:
     token = await ApiToken.get_or_none(id=token_id, principal__organization_id=actor.organization_id)
     if token is None or (
         token.principal_id != actor.principal_id
-        and not authz.can(actor, Permission.PRODUCT_MANAGE, _org_scope(actor))
+        and not authz.can(actor, Permission.PRODUCT_MANAGE, organization_scope(actor))
     ):
         raise NotFound(f"token {token_id} not found")
     if token.revoked_at is not None:

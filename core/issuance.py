@@ -36,7 +36,7 @@ from models.enums import CertificateSource, CertificateStatus, EnrollmentMethod
 from pki import csr as pki_csr
 from pki import errors as pki_errors
 from pki import sealing
-from pki.certificate import certificate_pem, describe_certificate, sign_leaf_certificate
+from pki.certificate import CertificateFacts, certificate_pem, describe_certificate, sign_leaf_certificate
 from pki.duration import parse_duration
 from pki.key import KeyAlgorithm, PrivateKey, PublicKey, generate_private_key, serialize_private_key
 from pki.name import build_name, normalize_type
@@ -436,6 +436,23 @@ def sign(context: IssuanceContext, prepared: PreparedRequest, key: KeyMaterial) 
         raise InvalidInput(f"the certificate cannot be signed: {exc.message}") from None
 
 
+def fact_columns(facts: CertificateFacts) -> dict[str, Any]:
+    """The certificate's own facts as stored columns, the same for issued and imported certificates."""
+    return {
+        "serial_hex": facts.serial_hex,
+        "common_name": facts.common_name,
+        "subject_dn": facts.subject_dn,
+        "sans": [{"type": san.type, "value": san.value} for san in facts.sans],
+        "name_search": name_search_text(facts.common_name, facts.sans),
+        "key_algorithm": facts.key_algorithm.value,
+        "signature_algorithm": facts.signature_algorithm,
+        "key_usages": sorted(facts.key_usages),
+        "extended_key_usages": sorted(facts.extended_key_usages),
+        "not_before": facts.not_before,
+        "not_after": facts.not_after,
+    }
+
+
 def name_search_text(common_name: str | None, sans: Sequence[SubjectAltName]) -> str:
     """Lower-cased CN and SAN values, one a line, for the inventory's name filter."""
     values = ([common_name] if common_name else []) + [san.value for san in sans]
@@ -455,17 +472,7 @@ async def store_certificate(
         application_id=context.application.id,
         profile_id=context.profile.id,
         ca_id=context.material.ca_id,
-        serial_hex=facts.serial_hex,
-        common_name=facts.common_name,
-        subject_dn=facts.subject_dn,
-        sans=[{"type": san.type, "value": san.value} for san in facts.sans],
-        name_search=name_search_text(facts.common_name, facts.sans),
-        key_algorithm=facts.key_algorithm.value,
-        signature_algorithm=facts.signature_algorithm,
-        key_usages=sorted(facts.key_usages),
-        extended_key_usages=sorted(facts.extended_key_usages),
-        not_before=facts.not_before,
-        not_after=facts.not_after,
+        **fact_columns(facts),
         status=CertificateStatus.ACTIVE,
         source=CertificateSource.ISSUED,
         enrollment_method=context.method,

@@ -10,13 +10,14 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from core import audit, authz
-from core.authz import Actor, Permission, Scope
+from core.access import organization_scope
+from core.authz import Actor, Permission
 from core.errors import Conflict, InvalidInput, InvalidState, NotFound
+from core.naming import clean_name
 from models import CertificatePolicy, CertificateProfile
 from pki.errors import PkiError
 from pki.policy import PolicyRules
 
-MAX_NAME_LENGTH = 100
 _PATH_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_.\[\]]*): ")
 
 
@@ -34,21 +35,6 @@ def rules_of(policy: CertificatePolicy) -> PolicyRules:
     return PolicyRules.from_dict(policy.rules)
 
 
-def _scope(actor: Actor) -> Scope:
-    authz.require(actor, Permission.SELF)
-    assert actor.organization_id is not None
-    return Scope(organization_id=actor.organization_id)
-
-
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise InvalidInput("name must not be empty", field="name")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"name is longer than {MAX_NAME_LENGTH} characters", field="name")
-    return name
-
-
 async def _check_unique_name(organization_id: uuid.UUID, name: str, exclude: uuid.UUID | None = None) -> None:
     query = CertificatePolicy.filter(organization_id=organization_id, name=name)
     if exclude is not None:
@@ -60,7 +46,7 @@ async def _check_unique_name(organization_id: uuid.UUID, name: str, exclude: uui
 async def get_policy(
     *, actor: Actor, policy_id: uuid.UUID, permission: Permission = Permission.PKI_READ
 ) -> CertificatePolicy:
-    authz.require(actor, permission, _scope(actor))
+    authz.require(actor, permission, organization_scope(actor))
     policy = await CertificatePolicy.get_or_none(id=policy_id, organization_id=actor.organization_id)
     if policy is None:
         raise NotFound(f"certificate policy {policy_id} not found")
@@ -68,14 +54,14 @@ async def get_policy(
 
 
 async def list_policies(*, actor: Actor) -> list[CertificatePolicy]:
-    authz.require(actor, Permission.PKI_READ, _scope(actor))
+    authz.require(actor, Permission.PKI_READ, organization_scope(actor))
     return await CertificatePolicy.filter(organization_id=actor.organization_id).order_by("name")
 
 
 async def create_policy(*, actor: Actor, name: str, description: str = "", rules: Any) -> CertificatePolicy:
-    scope = _scope(actor)
+    scope = organization_scope(actor)
     authz.require(actor, Permission.PKI_MANAGE, scope)
-    name = _check_name(name)
+    name = clean_name(name)
     parsed = parse_rules(rules)
     await _check_unique_name(scope.organization_id, name)
     try:
@@ -113,7 +99,7 @@ async def update_policy(
     policy = await get_policy(actor=actor, policy_id=policy_id, permission=Permission.PKI_MANAGE)
     changes: dict[str, Any] = {}
     if name is not None:
-        name = _check_name(name)
+        name = clean_name(name)
         if name != policy.name:
             await _check_unique_name(policy.organization_id, name, exclude=policy.id)
             changes["name"] = name

@@ -11,8 +11,10 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from core import audit, authz
-from core.authz import Actor, Permission, Scope
+from core.access import organization_scope
+from core.authz import Actor, Permission
 from core.errors import Conflict, InvalidInput, InvalidState, NotFound
+from core.naming import clean_name
 from core.policy import rules_of
 from models import CertificateAuthority, CertificatePolicy, CertificateProfile
 from pki.duration import parse_duration
@@ -22,7 +24,6 @@ from pki.name import build_name, name_pairs
 from pki.policy import CertificateRequest, evaluate_policy
 from pki.usage import check_key_usages_for_key, normalize_extended_key_usage, normalize_key_usage
 
-MAX_NAME_LENGTH = 100
 MAX_RENEW_BEFORE_DAYS = 3650
 
 # What a CA with this key signs with (pki.key.signature_algorithm_for), known without unsealing it.
@@ -58,21 +59,6 @@ def require_usable(profile: CertificateProfile) -> None:
     """A deleted profile issues nothing new; its certificates stay valid."""
     if profile.deleted_at is not None:
         raise InvalidState(f"profile '{profile.name}' was deleted and no longer issues certificates")
-
-
-def _scope(actor: Actor) -> Scope:
-    authz.require(actor, Permission.SELF)
-    assert actor.organization_id is not None
-    return Scope(organization_id=actor.organization_id)
-
-
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise InvalidInput("name must not be empty", field="name")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"name is longer than {MAX_NAME_LENGTH} characters", field="name")
-    return name
 
 
 def _name_conflict(name: str) -> Conflict:
@@ -194,7 +180,7 @@ async def get_profile(
     *, actor: Actor, profile_id: uuid.UUID, permission: Permission = Permission.PKI_READ
 ) -> CertificateProfile:
     """A profile of the actor's organization, deleted ones included (their certificates point at them)."""
-    authz.require(actor, permission, _scope(actor))
+    authz.require(actor, permission, organization_scope(actor))
     profile = await CertificateProfile.get_or_none(id=profile_id, organization_id=actor.organization_id)
     if profile is None:
         raise NotFound(f"certificate profile {profile_id} not found")
@@ -202,7 +188,7 @@ async def get_profile(
 
 
 async def list_profiles(*, actor: Actor, include_deleted: bool = False) -> list[CertificateProfile]:
-    authz.require(actor, Permission.PKI_READ, _scope(actor))
+    authz.require(actor, Permission.PKI_READ, organization_scope(actor))
     query = CertificateProfile.filter(organization_id=actor.organization_id)
     if not include_deleted:
         query = query.filter(deleted_at__isnull=True)
@@ -218,9 +204,9 @@ async def create_profile(
     defaults: ProfileDefaults,
     description: str = "",
 ) -> CertificateProfile:
-    scope = _scope(actor)
+    scope = organization_scope(actor)
     authz.require(actor, Permission.PKI_MANAGE, scope)
-    name = _check_name(name)
+    name = clean_name(name)
     fields = _normalize_defaults(defaults)
     ca = await _load_ca(scope.organization_id, ca_id)
     policy = await _load_policy(scope.organization_id, policy_id)
@@ -265,7 +251,7 @@ async def update_profile(
     require_usable(profile)
     updates: dict[str, Any] = {}
     if name is not None:
-        name = _check_name(name)
+        name = clean_name(name)
         if name != profile.name:
             await _check_unique_name(profile.organization_id, name, exclude=profile.id)
             updates["name"] = name
