@@ -1,73 +1,36 @@
-"""The authorization matrix (SPEC §2): every operation against every kind of caller, exact error code.
+"""The authorization matrix (SPEC §2), identity and applications: every operation against every caller.
 
-One row per operation: a GraphQL document, how to prepare its variables for a caller (fresh targets each
-time, so one caller's success never changes another's outcome), and the expected code per cast role
-(`OK` means no error). Add rows for new domains by appending to OPERATIONS; the role patterns below
-(APP_READ, APP_ADMIN, ...) cover most of them. The cast is the `cast` fixture of tests/conftest.py.
+The rows follow authz_matrix_support (Operation, expect, APP_READ, ...); the shared PKI, certificates and
+the audit log have theirs in test_authz_matrix_pki_certificates.py, which also checks that the two lists
+together cover every mutation and every secret field of the live schema.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from authz_matrix_support import (
+    ANY_PRINCIPAL,
+    APP_ADMIN,
+    APP_READ,
+    FORBIDDEN,
+    NOT_FOUND,
+    OK,
+    PRODUCT_ADMIN_CHANGES,
+    PRODUCT_ADMIN_CREATES,
+    Operation,
+    check_rows,
+    expect,
+    run_cell,
+)
 from conftest import CAST_ROLES, Cast, GraphQL, create_principal_with_token, create_profile_rows
 
 from core import authn
 from models import ApiToken, ApplicationMembership, ApplicationProfile, Principal
 from models.enums import ApplicationRole, TokenKind
-
-OK = "OK"
-FORBIDDEN = "FORBIDDEN"
-NOT_FOUND = "NOT_FOUND"
-UNAUTHENTICATED = "UNAUTHENTICATED"
-
-APP_ROLES = ("app_admin", "app_operator", "app_auditor")
-
-
-def expect(default: str, **overrides: str) -> dict[str, str]:
-    """`default` for every acme product member; the Product Admin OK; no token UNAUTHENTICATED."""
-    codes = {role: default for role in CAST_ROLES}
-    codes.update(product_admin=OK, anonymous=UNAUTHENTICATED)
-    codes.update(overrides)
-    return codes
-
-
-def app_gate(*allowed: str) -> dict[str, str]:
-    """An application resource: allowed app roles OK, other app roles FORBIDDEN, non-members NOT_FOUND."""
-    codes = expect(NOT_FOUND)
-    for role in APP_ROLES:
-        codes[role] = OK if role in allowed else FORBIDDEN
-    return codes
-
-
-APP_READ = app_gate(*APP_ROLES)
-APP_ADMIN = app_gate("app_admin")
-APP_OPERATE = app_gate("app_admin", "app_operator")
-# Anyone signed in; a foreign caller sees their own organization.
-ANY_PRINCIPAL = expect(OK, foreign=OK)
-# Creations in the caller's own organization: only Product Admins (of acme, or of globex in globex).
-PRODUCT_ADMIN_CREATES = expect(FORBIDDEN, foreign=OK)
-# Changes to an existing acme object: Product Admin only; to another organization it does not exist.
-PRODUCT_ADMIN_CHANGES = expect(FORBIDDEN, foreign=NOT_FOUND)
-
-Prepare = Callable[[Cast, str], Awaitable[dict[str, Any]]]
-
-
-async def no_variables(cast: Cast, role: str) -> dict[str, Any]:
-    return {}
-
-
-@dataclass(frozen=True)
-class Operation:
-    name: str
-    document: str
-    expected: Mapping[str, str]
-    prepare: Prepare = no_variables
-
 
 # Variables -----------------------------------------------------------------------------------------------
 
@@ -104,6 +67,32 @@ async def someone_elses_token(cast: Cast, role: str) -> dict[str, Any]:
     )
     token = await ApiToken.get(principal_id=principal_id)
     return {"id": str(token.id)}
+
+
+LOGIN_PASSWORD = "correct horse battery staple"
+
+
+async def user_with_password(cast: Cast, role: str) -> dict[str, Any]:
+    email = f"login-{role}@acme.test"
+    principal_id, _ = await create_principal_with_token(cast.organization_id, email, "member")
+    await Principal.filter(id=principal_id).update(password_hash=authn.hash_password(LOGIN_PASSWORD))
+    return {"email": email, "password": LOGIN_PASSWORD}
+
+
+async def own_session_token(cast: Cast, role: str) -> str | None:
+    """logout ends a login session: the caller presents a session token, not their API token."""
+    principal_id = cast.principal_ids.get(role)
+    if principal_id is None:
+        return None
+    principal = await Principal.get(id=principal_id)
+    token, _ = await authn.create_token(
+        principal=principal, kind=TokenKind.SESSION, name="login", ttl=timedelta(hours=1)
+    )
+    return token
+
+
+def check_login(data: dict[str, Any], variables: dict[str, Any]) -> None:
+    assert data["login"]["token"].startswith(authn.TOKEN_PREFIX)
 
 
 async def new_user_input(cast: Cast, role: str) -> dict[str, Any]:
@@ -166,6 +155,16 @@ async def attached_profile_ids(cast: Cast, role: str) -> dict[str, Any]:
 
 OPERATIONS: list[Operation] = [
     # Identity
+    # Logging in is public: the credentials decide, whatever bearer token (if any) comes along.
+    Operation(
+        "login",
+        "mutation($email: String!, $password: String!) { login(email: $email, password: $password) "
+        "{ token expiresAt } }",
+        expect(OK, foreign=OK, anonymous=OK),
+        user_with_password,
+        check=check_login,
+    ),
+    Operation("logout", "mutation { logout }", ANY_PRINCIPAL, token=own_session_token),
     Operation("viewer.tokens", "{ viewer { tokens { id prefix } } }", ANY_PRINCIPAL),
     Operation("organization", "{ organization { id name } }", ANY_PRINCIPAL),
     Operation("users", "{ users { id name email kind isActive } }", ANY_PRINCIPAL),
@@ -308,17 +307,9 @@ CELLS = [pytest.param(op, role, id=f"{op.name}-{role}") for op in OPERATIONS for
 
 
 def test_every_row_names_every_role() -> None:
-    for op in OPERATIONS:
-        assert set(op.expected) == set(CAST_ROLES), op.name
-    assert len({op.name for op in OPERATIONS}) == len(OPERATIONS)
+    check_rows(OPERATIONS)
 
 
 @pytest.mark.parametrize(("operation", "role"), CELLS)
 async def test_matrix(gql: GraphQL, cast: Cast, operation: Operation, role: str) -> None:
-    variables = await operation.prepare(cast, role)
-    body = await gql.raw(operation.document, variables, token=cast.token(role))
-    codes = {error.get("extensions", {}).get("code") for error in body.get("errors") or []}
-    got = OK if not codes else ",".join(sorted(str(code) for code in codes))
-    assert got == operation.expected[role], body.get("errors")
-    if got == OK:
-        assert body["data"] is not None and all(value is not None for value in body["data"].values())
+    await run_cell(gql, cast, operation, role)
