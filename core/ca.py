@@ -220,10 +220,10 @@ async def refresh_due_crls(*, ahead: timedelta = CRL_REFRESH_AHEAD, batch_size: 
                 .filter(Q(crl_next_update__isnull=True) | Q(crl_next_update__lt=due))
                 .order_by("crl_next_update")
                 .limit(batch_size)
-                .values_list("id", flat=True)
+                .only("id")  # not values_list: Tortoise drops FOR UPDATE from values queries
             )
-            for ca_id in ids:
-                await _rebuild_crl(ca_id, conn)  # type: ignore[arg-type]
+            for row in ids:
+                await _rebuild_crl(row.id, conn)
         rebuilt += len(ids)
         if len(ids) < batch_size:
             return rebuilt
