@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/keyward db upgrade
 	$(BIN)/keyward demo
-	$(BIN)/keyward serve --host 127.0.0.1 --port 8000
+	$(BIN)/keyward serve --with-worker --host 127.0.0.1 --port 8000
 
 check: $(STAMP)
 	$(BIN)/ruff check .

@@ -82,9 +82,34 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
+    if args.with_worker:
+        asyncio.run(_serve_with_worker(args.host, args.port))
+        return 0
     app = create_app()
     uvicorn.run(app, host=args.host, port=args.port, log_level=runtime.settings().log_level)
     return 0
+
+
+async def _serve_with_worker(host: str, port: int) -> None:
+    """The embedded default: the API and the worker's scheduler in one process, on one loop."""
+    import logging
+
+    import uvicorn
+
+    from api.app import create_app
+    from core.db import close_db, init_db
+    from worker.main import running_scheduler
+
+    logging.basicConfig(level=runtime.settings().log_level.upper())
+    await init_db(runtime.settings().database_url)
+    try:
+        async with running_scheduler():
+            config = uvicorn.Config(
+                create_app(manage_db=False), host=host, port=port, log_level=runtime.settings().log_level
+            )
+            await uvicorn.Server(config).serve()
+    finally:
+        await close_db()
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -120,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the API (GraphQL, ACME, EST, SCEP, CRL, OCSP)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--with-worker", action="store_true", help="also run the worker's scheduled jobs in this process"
+    )
     serve.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="create the demo organization, PKI and application (idempotent)")
@@ -130,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser("verify", help="check the hash chain").set_defaults(func=_cmd_audit_verify)
 
     sub.add_parser(
-        "worker", help="run the scheduled jobs (CRL refresh; more with the worker issue)"
+        "worker", help="run the scheduled jobs: outbox, alert deliveries, expiration alerts, renewals, CRLs"
     ).set_defaults(func=_cmd_worker)
 
     sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)

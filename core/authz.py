@@ -37,6 +37,7 @@ class Permission(str, Enum):
     CERTIFICATE_REVOKE = "certificate:revoke"
     PRIVATE_KEY_READ = "certificate:private_key_read"
     AUDIT_READ = "audit:read"  # the application's audit log
+    ALERTS_MANAGE = "application:alerts_manage"  # create/update/delete alerts, send test alerts
 
 
 _MEMBER_PERMISSIONS = frozenset({Permission.PKI_READ, Permission.PRODUCT_READ, Permission.SELF})
@@ -57,6 +58,7 @@ _ADMIN = _OPERATOR | {
     Permission.ENROLLMENT_MANAGE,
     Permission.CONFIG_SECRET_READ,
     Permission.AUDIT_READ,
+    Permission.ALERTS_MANAGE,
 }
 
 APPLICATION_ROLE_PERMISSIONS: dict[ApplicationRole, frozenset[Permission]] = {

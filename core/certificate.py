@@ -34,6 +34,7 @@ from core.issuance import (
     parse_request_csr,
     prepare_request,
     private_key_context,
+    renewal_due_at,
     seal_private_key,
     sign,
     store_certificate,
@@ -200,7 +201,12 @@ async def renew_certificate(
                 id=old.id, status__in=[CertificateStatus.ACTIVE, CertificateStatus.EXPIRED]
             )
             .using_db(conn)
-            .update(status=CertificateStatus.RENEWED, updated_at=datetime.now(UTC))
+            .update(
+                status=CertificateStatus.RENEWED,
+                renewal_due_at=None,  # a renewed certificate is never renewed again
+                next_renewal_attempt_at=None,
+                updated_at=datetime.now(UTC),
+            )
         )
         if updated == 0:
             raise _already_renewed(old.id, await _successor(old.id, conn))
@@ -217,6 +223,8 @@ async def renew_certificate(
     )
     new = await store_certificate(context, cert, key, options)
     old.status = CertificateStatus.RENEWED
+    old.renewal_due_at = None
+    old.next_renewal_attempt_at = None
     return new
 
 
@@ -271,7 +279,12 @@ async def revoke_certificate(
             .exclude(status=CertificateStatus.REVOKED)
             .using_db(conn)
             .update(
-                status=CertificateStatus.REVOKED, revoked_at=now, revocation_reason=reason, updated_at=now
+                status=CertificateStatus.REVOKED,
+                revoked_at=now,
+                revocation_reason=reason,
+                renewal_due_at=None,  # the worker never renews a revoked certificate
+                next_renewal_attempt_at=None,
+                updated_at=now,
             )
         )
         if updated == 0:
@@ -309,6 +322,79 @@ async def revoke_certificate(
     certificate.status = CertificateStatus.REVOKED
     certificate.revoked_at = now
     certificate.revocation_reason = reason
+    certificate.renewal_due_at = None
+    certificate.next_renewal_attempt_at = None
+    return certificate
+
+
+# ---------------------------------------------------------------- settings of one certificate
+
+
+async def update_certificate(
+    *,
+    actor: Actor,
+    certificate_id: uuid.UUID,
+    auto_renew: bool | None = None,
+    metadata: dict[str, Any] | None = None,
+    source_address: str | None = None,
+) -> Certificate:
+    """Turn auto-renewal on or off and replace metadata; the renewal schedule follows auto-renew."""
+    if source_address is not None:
+        actor = dataclasses.replace(actor, source_address=source_address)
+    checked_metadata = check_metadata(metadata) if metadata is not None else None
+    certificate = await get_certificate(
+        actor=actor, certificate_id=certificate_id, permission=Permission.CERTIFICATE_ISSUE
+    )
+    changes: dict[str, Any] = {}
+    details: dict[str, Any] = {"serial": certificate.serial_hex}
+    if auto_renew is not None and auto_renew != certificate.auto_renew:
+        if auto_renew and certificate.encrypted_private_key is None:
+            raise InvalidInput(
+                "auto-renewal needs a server-generated key; renew a certificate issued from a CSR "
+                "with a new CSR",
+                field="autoRenew",
+            )
+        if auto_renew and CertificateStatus(certificate.status) != CertificateStatus.ACTIVE:
+            raise InvalidState(
+                f"certificate {certificate.id} is {CertificateStatus(certificate.status).value}; "
+                "only an active certificate can be auto-renewed",
+                field="autoRenew",
+            )
+        changes.update(
+            auto_renew=auto_renew,
+            renewal_due_at=renewal_due_at(
+                not_before=certificate.not_before,
+                not_after=certificate.not_after,
+                renew_before_days=certificate.renew_before_days,
+                auto_renew=auto_renew,
+                server_key=True,
+            ),
+            # A person acted: earlier failures no longer hold the next attempt back.
+            renewal_attempts=0,
+            renewal_error=None,
+            next_renewal_attempt_at=None,
+        )
+        details["auto_renew"] = auto_renew
+    if checked_metadata is not None and checked_metadata != (certificate.metadata or {}):
+        changes["metadata"] = checked_metadata
+        details["metadata_keys"] = sorted(checked_metadata)
+    if not changes:
+        return certificate
+    now = datetime.now(UTC)
+    async with in_transaction() as conn:
+        await Certificate.filter(id=certificate.id).using_db(conn).update(**changes, updated_at=now)
+        await audit.record(
+            actor=actor,
+            action="certificate.update",
+            resource_type="certificate",
+            resource_id=certificate.id,
+            application_id=certificate.application_id,
+            details=details,
+            connection=conn,
+        )
+    for name, value in changes.items():
+        setattr(certificate, name, value)
+    certificate.updated_at = now
     return certificate
 
 

@@ -8,6 +8,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from core.errors import ConfigurationError
@@ -23,6 +24,19 @@ KNOWN_VARIABLES = {
     "KEYWARD_KEK_FILE",
     "KEYWARD_SESSION_TTL_HOURS",
     "KEYWARD_LOG_LEVEL",
+    # Alert email (SPEC §9)
+    "KEYWARD_SMTP_HOST",
+    "KEYWARD_SMTP_PORT",
+    "KEYWARD_SMTP_USERNAME",
+    "KEYWARD_SMTP_PASSWORD",
+    "KEYWARD_SMTP_PASSWORD_FILE",
+    "KEYWARD_SMTP_FROM",
+    "KEYWARD_SMTP_TLS",
+    "KEYWARD_SMTP_CA_FILE",
+    "KEYWARD_ALLOW_LOOPBACK_WEBHOOKS",
+    # Worker (SPEC §14)
+    "KEYWARD_WORKER_SCHEDULES",
+    "KEYWARD_DELIVERY_LEASE_SECONDS",
 }
 
 
@@ -34,6 +48,20 @@ class Settings:
     session_ttl_hours: int = 12
     log_level: str = "info"
     extra: dict[str, str] = field(default_factory=dict)
+    # Alert email: no host means email channels fail (retryably) with "SMTP is not configured".
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str = "keyward@localhost"
+    smtp_tls: str = "starttls"  # none | starttls | implicit
+    smtp_ca_file: str | None = None  # PEM bundle trusted for the SMTP server (default: the system's)
+    # Tests and closed networks: webhook URLs may be http and point at loopback/private addresses.
+    allow_loopback_webhooks: bool = False
+    # Worker: job id -> seconds between runs, overriding the job's default (KEYWARD_WORKER_SCHEDULES).
+    worker_schedules: dict[str, int] = field(default_factory=dict)
+    # How long a worker holds a delivery while sending it; a crashed worker's sends are retried after it.
+    delivery_lease_seconds: int = 120
 
     @property
     def is_sqlite(self) -> bool:
@@ -58,6 +86,65 @@ def _check_public_url(url: str) -> str:
     return url.rstrip("/")
 
 
+_SMTP_DEFAULT_PORTS = {"none": 25, "starttls": 587, "implicit": 465}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def _smtp_settings(env: dict[str, str]) -> dict[str, Any]:
+    """KEYWARD_SMTP_* and KEYWARD_ALLOW_LOOPBACK_WEBHOOKS, validated; the password never appears in errors."""
+    tls = env.get("KEYWARD_SMTP_TLS", "starttls").lower()
+    if tls not in _SMTP_DEFAULT_PORTS:
+        raise ConfigurationError(f"KEYWARD_SMTP_TLS={tls!r} must be none, starttls or implicit")
+    port_text = env.get("KEYWARD_SMTP_PORT", str(_SMTP_DEFAULT_PORTS[tls]))
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigurationError(f"KEYWARD_SMTP_PORT={port_text!r} must be a port number from 1 to 65535")
+    if "KEYWARD_SMTP_PASSWORD" in env and "KEYWARD_SMTP_PASSWORD_FILE" in env:
+        raise ConfigurationError("set KEYWARD_SMTP_PASSWORD or KEYWARD_SMTP_PASSWORD_FILE, not both")
+    password = env.get("KEYWARD_SMTP_PASSWORD")
+    if "KEYWARD_SMTP_PASSWORD_FILE" in env:
+        path = Path(env["KEYWARD_SMTP_PASSWORD_FILE"])
+        try:
+            password = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"KEYWARD_SMTP_PASSWORD_FILE={str(path)!r} cannot be read: {exc.strerror}"
+            ) from None
+    loopback = env.get("KEYWARD_ALLOW_LOOPBACK_WEBHOOKS", "").lower()
+    if loopback not in _TRUE | _FALSE:
+        raise ConfigurationError(f"KEYWARD_ALLOW_LOOPBACK_WEBHOOKS={loopback!r} must be true or false")
+    return {
+        "smtp_host": env.get("KEYWARD_SMTP_HOST") or None,
+        "smtp_port": int(port_text),
+        "smtp_username": env.get("KEYWARD_SMTP_USERNAME") or None,
+        "smtp_password": password or None,
+        "smtp_from": env.get("KEYWARD_SMTP_FROM", "keyward@localhost"),
+        "smtp_tls": tls,
+        "smtp_ca_file": env.get("KEYWARD_SMTP_CA_FILE") or None,
+        "allow_loopback_webhooks": loopback in _TRUE,
+    }
+
+
+def _worker_settings(env: dict[str, str]) -> dict[str, Any]:
+    """KEYWARD_WORKER_SCHEDULES (`outbox.dispatch=5,...`) and KEYWARD_DELIVERY_LEASE_SECONDS, validated."""
+    schedules: dict[str, int] = {}
+    text = env.get("KEYWARD_WORKER_SCHEDULES", "")
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        job_id, _, seconds = item.partition("=")
+        job_id, seconds = job_id.strip(), seconds.strip()
+        if not job_id or not seconds.isdigit() or not 1 <= int(seconds) <= 7 * 24 * 3600:
+            raise ConfigurationError(
+                f"KEYWARD_WORKER_SCHEDULES: {item!r} must be JOB=SECONDS (1 to 604800), "
+                "e.g. outbox.dispatch=5,deliveries.retry=10"
+            )
+        schedules[job_id] = int(seconds)
+    lease_text = env.get("KEYWARD_DELIVERY_LEASE_SECONDS", "120")
+    if not lease_text.isdigit() or not 1 <= int(lease_text) <= 3600:
+        raise ConfigurationError(
+            f"KEYWARD_DELIVERY_LEASE_SECONDS={lease_text!r} must be a whole number of seconds from 1 to 3600"
+        )
+    return {"worker_schedules": schedules, "delivery_lease_seconds": int(lease_text)}
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate the environment once; raise ConfigurationError with the variable's name."""
     env = dict(os.environ if environ is None else environ)
@@ -78,7 +165,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     log_level = env.get("KEYWARD_LOG_LEVEL", "info").lower()
     if log_level not in {"debug", "info", "warning", "error"}:
         raise ConfigurationError(f"KEYWARD_LOG_LEVEL={log_level!r} must be debug, info, warning or error")
+    smtp = _smtp_settings(env)
     return Settings(
+        **smtp,
+        **_worker_settings(env),
         database_url=_check_database_url(env.get("KEYWARD_DATABASE_URL", DEFAULT_DATABASE_URL)),
         public_url=_check_public_url(env.get("KEYWARD_PUBLIC_URL", DEFAULT_PUBLIC_URL)),
         kek_file=env.get("KEYWARD_KEK_FILE", DEFAULT_KEK_FILE),

@@ -453,6 +453,22 @@ def fact_columns(facts: CertificateFacts) -> dict[str, Any]:
     }
 
 
+def renewal_due_at(
+    *, not_before: datetime, not_after: datetime, renew_before_days: int, auto_renew: bool, server_key: bool
+) -> datetime | None:
+    """When the worker renews it: notAfter minus renew-before days, only for auto-renewed server-held keys.
+
+    A renew-before window as long as the lifetime would make every successor due at once (a tight loop of
+    renewals); such certificates are renewed at two thirds of their lifetime instead.
+    """
+    if not (auto_renew and server_key):
+        return None
+    due = not_after - timedelta(days=renew_before_days)
+    if due <= not_before:
+        due = not_before + (not_after - not_before) * 2 / 3
+    return due
+
+
 def name_search_text(common_name: str | None, sans: Sequence[SubjectAltName]) -> str:
     """Lower-cased CN and SAN values, one a line, for the inventory's name filter."""
     values = ([common_name] if common_name else []) + [san.value for san in sans]
@@ -479,6 +495,13 @@ async def store_certificate(
         auto_renew=options.auto_renew,
         renew_before_days=options.renew_before_days,
         renewed_from_id=options.renewed_from.id if options.renewed_from else None,
+        renewal_due_at=renewal_due_at(
+            not_before=facts.not_before,
+            not_after=facts.not_after,
+            renew_before_days=options.renew_before_days,
+            auto_renew=options.auto_renew,
+            server_key=key.private_key is not None,
+        ),
         certificate_pem=certificate_pem(cert),
         chain_pem=chain_pem_of(context.material),
         encrypted_private_key=(

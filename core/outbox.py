@@ -12,8 +12,12 @@ from models import OutboxEvent
 CERTIFICATE_ISSUED = "certificate.issued"
 CERTIFICATE_RENEWED = "certificate.renewed"
 CERTIFICATE_REVOKED = "certificate.revoked"
+# Auto-renewal failed (policy changed, CA disabled, profile gone); it is retried later with backoff.
+CERTIFICATE_RENEWAL_FAILED = "certificate.renewal_failed"
 
-EVENT_TYPES = frozenset({CERTIFICATE_ISSUED, CERTIFICATE_RENEWED, CERTIFICATE_REVOKED})
+EVENT_TYPES = frozenset(
+    {CERTIFICATE_ISSUED, CERTIFICATE_RENEWED, CERTIFICATE_REVOKED, CERTIFICATE_RENEWAL_FAILED}
+)
 
 
 async def emit(

@@ -1,5 +1,6 @@
 """Tortoise models, one module per aggregate; `models` is the single Tortoise app."""
 
+from models.alert import Alert, AlertChannel, Delivery, DeliveryAttempt, ExpirationNotice
 from models.application import Application, ApplicationProfile
 from models.audit import AuditChainHead, AuditEvent
 from models.certificate import Certificate
@@ -10,6 +11,11 @@ from models.pki import CertificateAuthority, CertificatePolicy, CertificateProfi
 from models.principal import ApiToken, Principal
 
 __all__ = [
+    "Alert",
+    "AlertChannel",
+    "Delivery",
+    "DeliveryAttempt",
+    "ExpirationNotice",
     "ApiToken",
     "Application",
     "ApplicationMembership",

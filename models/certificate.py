@@ -67,7 +67,11 @@ class Certificate(Model):
     encrypted_private_key = fields.BinaryField(null=True)
     fingerprint_sha256 = fields.CharField(max_length=64)
     metadata: fields.JSONField[Any] = fields.JSONField(default=dict)
+    # When the worker should renew it: notAfter minus renew-before days, set only while auto-renew applies
+    # (active, server-held key), so the renewal sweep reads due rows through one index.
+    renewal_due_at = fields.DatetimeField(null=True)
     renewal_error = fields.TextField(null=True)
+    renewal_attempts = fields.IntField(default=0)
     next_renewal_attempt_at = fields.DatetimeField(null=True)
     created_by_id = fields.UUIDField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -81,7 +85,8 @@ class Certificate(Model):
             ("application_id", "created_at", "id"),  # inventory page order (keyset: created_at, id)
             ("application_id", "status", "not_after"),  # status / expiring-before filters
             ("application_id", "profile_id", "created_at", "id"),
-            ("status", "not_after"),  # expiry and renewal sweeps
+            ("status", "not_after"),  # expiry sweeps
+            ("renewal_due_at",),  # renewal sweep
             ("ca_id", "status"),  # CRL build
             ("organization_id", "created_at"),
         )

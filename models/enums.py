@@ -60,3 +60,16 @@ class EnrollmentMethod(str, Enum):
 class AuditOutcome(str, Enum):
     SUCCESS = "success"
     FAILURE = "failure"
+
+
+class ChannelType(str, Enum):
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+    SLACK = "slack"
+    PAGERDUTY = "pagerduty"
+
+
+class DeliveryStatus(str, Enum):
+    PENDING = "pending"  # waiting for its next attempt
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"  # out of attempts; retryable by hand

@@ -14,6 +14,12 @@ class Job:
 
 
 def all_jobs() -> list[Job]:
-    from worker import crl
+    from worker import alerts, crl, deliveries, outbox, renewals
 
-    return [crl.REFRESH]
+    return [
+        crl.REFRESH,
+        renewals.RENEW_DUE,
+        outbox.DISPATCH,
+        deliveries.RETRY,
+        alerts.SCAN_EXPIRING,
+    ]

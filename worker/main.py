@@ -3,39 +3,74 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from core import runtime
 from core.db import close_db, init_db
-from worker.jobs import all_jobs
+from core.errors import ConfigurationError
+from worker.jobs import Job, all_jobs
 
 log = logging.getLogger("keyward.worker")
 
 
+def job_intervals(jobs: list[Job], overrides: dict[str, int]) -> dict[str, int]:
+    """Each job's seconds between runs: its default unless KEYWARD_WORKER_SCHEDULES names it."""
+    known = {job.id for job in jobs}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"KEYWARD_WORKER_SCHEDULES names unknown job(s) {', '.join(unknown)}; "
+            f"the jobs are {', '.join(sorted(known))}"
+        )
+    return {job.id: overrides.get(job.id, job.every_seconds) for job in jobs}
+
+
 def build_scheduler() -> AsyncIOScheduler:
+    jobs = all_jobs()
+    intervals = job_intervals(jobs, runtime.settings().worker_schedules)
     scheduler = AsyncIOScheduler(timezone="UTC")
-    for job in all_jobs():
-        # One run at a time per job, and a missed run is merged into the next instead of piling up.
+    start = datetime.now(UTC)
+    for job in jobs:
+        # One run at a time per job, and a missed run is merged into the next instead of piling up. The first
+        # run is at start, so a restarted worker picks up what its predecessor left at once.
         scheduler.add_job(
-            job.run, "interval", seconds=job.every_seconds, id=job.id, max_instances=1, coalesce=True
+            job.run,
+            "interval",
+            seconds=intervals[job.id],
+            id=job.id,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=start,
         )
     return scheduler
 
 
-async def run_worker() -> None:
-    await init_db(runtime.settings().database_url)
+@contextlib.asynccontextmanager
+async def running_scheduler() -> AsyncIterator[AsyncIOScheduler]:
+    """The scheduler running on the current loop (the database must already be initialized)."""
     scheduler = build_scheduler()
     scheduler.start()
     log.info("worker started with jobs: %s", ", ".join(job.id for job in all_jobs()))
+    try:
+        yield scheduler
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+async def run_worker() -> None:
+    await init_db(runtime.settings().database_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        async with running_scheduler():
+            await stop.wait()
     finally:
-        scheduler.shutdown(wait=False)
         await close_db()

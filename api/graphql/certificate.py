@@ -113,6 +113,14 @@ class Certificate:
     enrollment_method: EnrollmentMethodEnum
     auto_renew: bool
     renew_before_days: int
+    renewal_due_at: datetime | None = strawberry.field(
+        description="When the worker renews it (auto-renew on, server-held key); null otherwise."
+    )
+    renewal_error: str | None = strawberry.field(description="Why the last automatic renewal failed.")
+    renewal_attempts: int = strawberry.field(description="Failed automatic renewals so far.")
+    next_renewal_attempt_at: datetime | None = strawberry.field(
+        description="No automatic renewal is tried before then (backoff after a failure)."
+    )
     revoked_at: datetime | None
     revocation_reason: RevocationReasonEnum | None
     certificate_pem: str
@@ -192,6 +200,10 @@ class Certificate:
             enrollment_method=EnrollmentMethodEnum(enums.EnrollmentMethod(model.enrollment_method).value),
             auto_renew=model.auto_renew,
             renew_before_days=model.renew_before_days,
+            renewal_due_at=model.renewal_due_at,
+            renewal_error=model.renewal_error,
+            renewal_attempts=model.renewal_attempts,
+            next_renewal_attempt_at=model.next_renewal_attempt_at,
             revoked_at=model.revoked_at,
             revocation_reason=RevocationReasonEnum(model.revocation_reason)
             if model.revocation_reason
@@ -305,6 +317,15 @@ class RenewCertificateInput:
     csr: str | None = strawberry.field(default=None, description="With mode CSR: the new PEM request.")
 
 
+@strawberry.input(description="Fields left null keep their value.")
+class UpdateCertificateInput:
+    certificate_id: strawberry.ID
+    auto_renew: bool | None = strawberry.field(
+        default=None, description="Server-generated keys only; turning it off stops automatic renewal."
+    )
+    metadata: JSON | None = strawberry.field(default=None, description="Replaces the whole map.")
+
+
 @strawberry.input
 class RevokeCertificateInput:
     certificate_id: strawberry.ID
@@ -346,6 +367,16 @@ class RenewCertificatePayload:
     _scope: strawberry.Private[Scope]
     certificate: Certificate = strawberry.field(description="The new certificate.")
     previous: Certificate = strawberry.field(description="The renewed one, now RENEWED and still valid.")
+
+    def authz_scope(self) -> Scope:
+        return self._scope
+
+
+@guard_type(Permission.CERTIFICATE_READ)
+@strawberry.type
+class UpdateCertificatePayload:
+    _scope: strawberry.Private[Scope]
+    certificate: Certificate
 
     def authz_scope(self) -> Scope:
         return self._scope
@@ -452,6 +483,19 @@ class Mutation:
             certificate=Certificate.from_model(model),
             previous=Certificate.from_model(previous),
         )
+
+    @guarded_mutation(
+        Permission.CERTIFICATE_ISSUE,
+        description="Turn automatic renewal on or off, or replace the metadata, of one certificate.",
+    )
+    async def update_certificate(self, info: Info, input: UpdateCertificateInput) -> UpdateCertificatePayload:
+        model = await service.update_certificate(
+            actor=info.context.actor,
+            certificate_id=parse_id(input.certificate_id, "certificate"),
+            auto_renew=input.auto_renew,
+            metadata=cast(dict[str, Any] | None, input.metadata),
+        )
+        return UpdateCertificatePayload(_scope=_scope(model), certificate=Certificate.from_model(model))
 
     @guarded_mutation(
         Permission.CERTIFICATE_REVOKE,

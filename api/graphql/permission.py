@@ -48,6 +48,7 @@ _APPLICATION_PERMISSIONS = frozenset(
         Permission.CERTIFICATE_REVOKE,
         Permission.PRIVATE_KEY_READ,
         Permission.AUDIT_READ,
+        Permission.ALERTS_MANAGE,
     }
 )
 

@@ -9,12 +9,12 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 from strawberry.tools import merge_types
 
-from api.graphql import application, audit, certificate, identity, pki
+from api.graphql import alert, application, audit, certificate, identity, pki
 from core.errors import KeywardError
 
 log = logging.getLogger("keyward.graphql")
 
-DOMAINS = [identity, audit, pki, certificate, application]
+DOMAINS = [identity, audit, pki, certificate, application, alert]
 
 
 def _should_mask(error: GraphQLError) -> bool:

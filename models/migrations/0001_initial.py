@@ -2,7 +2,7 @@ from tortoise import migrations
 from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
-from models.enums import ApplicationRole, AuditOutcome, CaKind, CaStatus, CertificateSource, CertificateStatus, EnrollmentMethod, PrincipalKind, ProductRole, TokenKind
+from models.enums import ApplicationRole, AuditOutcome, CaKind, CaStatus, CertificateSource, CertificateStatus, ChannelType, DeliveryStatus, EnrollmentMethod, PrincipalKind, ProductRole, TokenKind
 from tortoise.fields.base import OnDelete
 from uuid import uuid4
 from tortoise import fields
@@ -64,6 +64,38 @@ class Migration(migrations.Migration):
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
             ],
             options={'table': 'application', 'app': 'models', 'unique_together': (('organization_id', 'name'),), 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Alert',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('application', fields.ForeignKeyField('models.Application', source_field='application_id', db_constraint=True, to_field='id', related_name='alerts', on_delete=OnDelete.CASCADE)),
+                ('name', fields.CharField(max_length=100)),
+                ('event_types', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('thresholds_days', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('daily_repeat', fields.BooleanField(default=False)),
+                ('profile_ids', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('name_pattern', fields.CharField(null=True, max_length=255)),
+                ('is_active', fields.BooleanField(default=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+            ],
+            options={'table': 'alert', 'app': 'models', 'unique_together': (('application_id', 'name'),), 'indexes': [Index(fields=['is_active', 'application_id'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='AlertChannel',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('alert', fields.ForeignKeyField('models.Alert', source_field='alert_id', db_constraint=True, to_field='id', related_name='channels', on_delete=OnDelete.CASCADE)),
+                ('type', fields.CharEnumField(description='EMAIL: email\nWEBHOOK: webhook\nSLACK: slack\nPAGERDUTY: pagerduty', enum_type=ChannelType, max_length=16)),
+                ('position', fields.IntField(default=0)),
+                ('config', fields.JSONField(default=dict, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('encrypted_secret', fields.BinaryField(null=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'alert_channel', 'app': 'models', 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -180,13 +212,63 @@ class Migration(migrations.Migration):
                 ('encrypted_private_key', fields.BinaryField(null=True)),
                 ('fingerprint_sha256', fields.CharField(max_length=64)),
                 ('metadata', fields.JSONField(default=dict, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('renewal_due_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('renewal_error', fields.TextField(null=True, unique=False)),
+                ('renewal_attempts', fields.IntField(default=0)),
                 ('next_renewal_attempt_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('created_by_id', fields.UUIDField(null=True)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
             ],
-            options={'table': 'certificate', 'app': 'models', 'unique_together': (('ca_id', 'serial_hex'), ('application_id', 'fingerprint_sha256')), 'indexes': [Index(fields=['application_id', 'created_at', 'id']), Index(fields=['application_id', 'status', 'not_after']), Index(fields=['application_id', 'profile_id', 'created_at', 'id']), Index(fields=['status', 'not_after']), Index(fields=['ca_id', 'status']), Index(fields=['organization_id', 'created_at'])], 'pk_attr': 'id'},
+            options={'table': 'certificate', 'app': 'models', 'unique_together': (('ca_id', 'serial_hex'), ('application_id', 'fingerprint_sha256')), 'indexes': [Index(fields=['application_id', 'created_at', 'id']), Index(fields=['application_id', 'status', 'not_after']), Index(fields=['application_id', 'profile_id', 'created_at', 'id']), Index(fields=['status', 'not_after']), Index(fields=['renewal_due_at']), Index(fields=['ca_id', 'status']), Index(fields=['organization_id', 'created_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Delivery',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('alert', fields.ForeignKeyField('models.Alert', source_field='alert_id', db_constraint=True, to_field='id', related_name='deliveries', on_delete=OnDelete.CASCADE)),
+                ('channel', fields.ForeignKeyField('models.AlertChannel', source_field='channel_id', db_constraint=True, to_field='id', related_name='deliveries', on_delete=OnDelete.CASCADE)),
+                ('event_id', fields.UUIDField()),
+                ('event_type', fields.CharField(max_length=64)),
+                ('payload', fields.JSONField(default=dict, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('status', fields.CharEnumField(default=DeliveryStatus.PENDING, description='PENDING: pending\nSUCCEEDED: succeeded\nDEAD: dead', enum_type=DeliveryStatus, max_length=16)),
+                ('attempts', fields.IntField(default=0)),
+                ('next_attempt_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('leased_until', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('last_error', fields.TextField(null=True, unique=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+            ],
+            options={'table': 'delivery', 'app': 'models', 'unique_together': (('channel_id', 'event_id'),), 'indexes': [Index(fields=['status', 'next_attempt_at']), Index(fields=['alert_id', 'created_at'])], 'pk_attr': 'id', 'table_description': 'One notification to one channel, retried with backoff until it succeeds or is dead.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='DeliveryAttempt',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('delivery', fields.ForeignKeyField('models.Delivery', source_field='delivery_id', db_constraint=True, to_field='id', related_name='attempt_log', on_delete=OnDelete.CASCADE)),
+                ('attempted_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('succeeded', fields.BooleanField()),
+                ('http_status', fields.IntField(null=True)),
+                ('smtp_reply', fields.TextField(null=True, unique=False)),
+                ('error', fields.TextField(null=True, unique=False)),
+                ('duration_ms', fields.IntField(default=0)),
+            ],
+            options={'table': 'delivery_attempt', 'app': 'models', 'indexes': [Index(fields=['delivery_id', 'attempted_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='ExpirationNotice',
+            fields=[
+                ('id', fields.UUIDField(primary_key=True, default=uuid4, unique=True, db_index=True)),
+                ('alert', fields.ForeignKeyField('models.Alert', source_field='alert_id', db_constraint=True, to_field='id', related_name='notices', on_delete=OnDelete.CASCADE)),
+                ('certificate', fields.ForeignKeyField('models.Certificate', source_field='certificate_id', db_constraint=True, to_field='id', related_name='expiration_notices', on_delete=OnDelete.CASCADE)),
+                ('threshold_days', fields.IntField()),
+                ('notice_key', fields.CharField(default='once', max_length=10)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'expiration_notice', 'app': 'models', 'unique_together': (('alert_id', 'certificate_id', 'threshold_days', 'notice_key'),), 'pk_attr': 'id', 'table_description': 'Proof that an expiration alert fired for (alert, certificate, threshold[, day]): the unique key is'},
             bases=['Model'],
         ),
         ops.CreateModel(

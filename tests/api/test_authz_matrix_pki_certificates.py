@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from factories import CERTIFICATE_FIELDS, Pki, cached_key, make_pki
 from graphql import GraphQLObjectType, get_named_type
+from test_authz_matrix_alerts import ALERT_OPERATIONS
 from test_authz_roles import OPERATIONS as IDENTITY_AND_APPLICATION_OPERATIONS
 
 from api.graphql.schema import schema
@@ -206,6 +207,11 @@ async def revoke_request(cast: Cast, role: str) -> dict[str, Any]:
     return {"input": {"certificateId": (await a_certificate(cast, role))["id"], "reason": "KEY_COMPROMISE"}}
 
 
+async def update_request(cast: Cast, role: str) -> dict[str, Any]:
+    certificate_id = (await a_certificate(cast, role))["id"]
+    return {"input": {"certificateId": certificate_id, "metadata": {"owner": role}}}
+
+
 async def export_request(cast: Cast, role: str) -> dict[str, Any]:
     return {"input": {"certificateId": (await a_certificate(cast, role))["id"]}}
 
@@ -276,6 +282,10 @@ def check_renewed(data: dict[str, Any], variables: dict[str, Any]) -> None:
 def check_revoked(data: dict[str, Any], variables: dict[str, Any]) -> None:
     certificate = data["revokeCertificate"]["certificate"]
     assert certificate["status"] == "REVOKED" and certificate["revocationReason"] == "KEY_COMPROMISE"
+
+
+def check_updated(data: dict[str, Any], variables: dict[str, Any]) -> None:
+    assert data["updateCertificate"]["certificate"]["metadata"] == variables["input"]["metadata"]
 
 
 def check_export_without_key(data: dict[str, Any], variables: dict[str, Any]) -> None:
@@ -442,6 +452,14 @@ OPERATIONS: list[Operation] = [
         check=check_revoked,
     ),
     Operation(
+        "updateCertificate",
+        "mutation($input: UpdateCertificateInput!) { updateCertificate(input: $input) "
+        "{ certificate { id metadata } } }",
+        APP_OPERATE,
+        update_request,
+        check=check_updated,
+    ),
+    Operation(
         "exportCertificate",
         "mutation($input: ExportCertificateInput!) { exportCertificate(input: $input) { filename pem } }",
         APP_READ,
@@ -510,7 +528,7 @@ OPERATIONS: list[Operation] = [
 ]
 
 CELLS = [pytest.param(op, role, id=f"{op.name}-{role}") for op in OPERATIONS for role in CAST_ROLES]
-ALL_OPERATIONS = [*IDENTITY_AND_APPLICATION_OPERATIONS, *OPERATIONS]
+ALL_OPERATIONS = [*IDENTITY_AND_APPLICATION_OPERATIONS, *OPERATIONS, *ALERT_OPERATIONS]
 
 
 def test_every_row_names_every_role() -> None:
