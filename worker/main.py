@@ -17,6 +17,8 @@ from core.errors import ConfigurationError
 from worker.jobs import Job, all_jobs
 
 log = logging.getLogger("keyward.worker")
+# APScheduler announces every run at INFO (every few seconds); its warnings and errors still show.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def job_intervals(jobs: list[Job], overrides: dict[str, int]) -> dict[str, int]:
@@ -44,6 +46,7 @@ def build_scheduler() -> AsyncIOScheduler:
             "interval",
             seconds=intervals[job.id],
             id=job.id,
+            name=job.id,
             max_instances=1,
             coalesce=True,
             next_run_time=start,
