@@ -71,28 +71,6 @@ def _free_port() -> int:
 # ---------------------------------------------------------------- database set-up
 
 
-async def _create_postgres_database() -> str:
-    import asyncpg
-
-    name = f"keyward_bench_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-
-
-async def _drop_postgres_database(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def _make_fixture(organization_id: uuid.UUID, ca_algorithm: str) -> Fixture:
     from core import authn
     from core.authz import Actor
@@ -318,10 +296,10 @@ async def _run_backend(
     from core import runtime
     from core.bootstrap import init_organization
     from core.config import Settings
-    from core.db import tortoise_config
+    from core.db import create_scratch_database, drop_scratch_database, tortoise_config
 
     if backend == "postgres":
-        url = await _create_postgres_database()
+        url = await create_scratch_database(POSTGRES_ADMIN_URL, prefix="keyward_bench")
     else:
         url = f"sqlite://{workdir / 'bench.sqlite3'}"
     port = _free_port()
@@ -378,7 +356,7 @@ async def _run_backend(
     finally:
         await Tortoise.close_connections()
         if backend == "postgres":
-            await _drop_postgres_database(url)
+            await drop_scratch_database(POSTGRES_ADMIN_URL, url)
     return cells
 
 

@@ -30,28 +30,6 @@ THRESHOLD_DAYS = 30
 OTHER_APPLICATIONS = 9
 
 
-async def _create_database() -> str:
-    import asyncpg
-
-    name = f"keyward_sweep_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-
-
-async def _drop_database(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 class Scene:
     """The organization, its PKI, the application with the alert, and the special rows' ids."""
 
@@ -451,10 +429,10 @@ async def main(sizes: list[int], due: int, repeat: int, keep: bool) -> None:
 
     from core import runtime
     from core.config import Settings
-    from core.db import tortoise_config
+    from core.db import create_scratch_database, drop_scratch_database, tortoise_config
     from pki.sealing import generate_kek
 
-    _database_url = await _create_database()
+    _database_url = await create_scratch_database(POSTGRES_ADMIN_URL, prefix="keyward_sweep")
     print(f"database {_database_url.rsplit('/', 1)[1]}; {due:,} due for renewal, {due:,} expiring")
     runtime.configure(
         Settings(database_url=_database_url, public_url="http://127.0.0.1:8000", kek_file="unused"),
@@ -477,7 +455,7 @@ async def main(sizes: list[int], due: int, repeat: int, keep: bool) -> None:
     finally:
         await Tortoise.close_connections()
         if not keep:
-            await _drop_database(_database_url)
+            await drop_scratch_database(POSTGRES_ADMIN_URL, _database_url)
 
 
 def _cli() -> None:

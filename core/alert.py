@@ -20,6 +20,7 @@ from core import audit, channel, runtime
 from core.access import load_application
 from core.authz import Actor, Permission
 from core.channel import AttemptResult, Notification
+from core.delivery import log_attempt
 from core.errors import Conflict, InvalidInput, NotFound
 from models import (
     Alert,
@@ -607,16 +608,12 @@ async def send_test_alert(*, actor: Actor, alert_id: uuid.UUID) -> list[TestSend
                 last_error=result.error,
             )
             await delivery.save(using_db=conn, force_create=True)
-            await DeliveryAttempt.create(
-                id=uuid.uuid4(),
+            await log_attempt(
                 delivery_id=delivery.id,
                 attempted_at=started,
-                succeeded=result.ok,
-                http_status=result.http_status,
-                smtp_reply=result.smtp_reply,
-                error=result.error,
+                result=result,
                 duration_ms=duration_ms,
-                using_db=conn,
+                connection=conn,
             )
             sends.append(TestSend(ch, delivery, result))
         await audit.record(

@@ -181,6 +181,28 @@ async def _send(claim: _Claimed) -> tuple[AttemptResult, int]:
     return result, int((time.monotonic() - started) * 1000)
 
 
+async def log_attempt(
+    *,
+    delivery_id: uuid.UUID,
+    attempted_at: datetime,
+    result: AttemptResult,
+    duration_ms: int,
+    connection: BaseDBAsyncClient,
+) -> DeliveryAttempt:
+    """One line of an alert's delivery log, written with the delivery's new state."""
+    return await DeliveryAttempt.create(
+        id=uuid.uuid4(),
+        delivery_id=delivery_id,
+        attempted_at=attempted_at,
+        succeeded=result.ok,
+        http_status=result.http_status,
+        smtp_reply=result.smtp_reply,
+        error=result.error,
+        duration_ms=duration_ms,
+        using_db=connection,
+    )
+
+
 async def _record(claim: _Claimed, result: AttemptResult, duration_ms: int, attempted_at: datetime) -> str:
     """The attempt in the log and the delivery's next state, in one transaction."""
     attempts = claim.attempts + 1
@@ -192,16 +214,12 @@ async def _record(claim: _Claimed, result: AttemptResult, duration_ms: int, atte
     else:
         changes = {"status": DeliveryStatus.DEAD, "last_error": result.error}
     async with in_transaction() as conn:
-        await DeliveryAttempt.create(
-            id=uuid.uuid4(),
+        await log_attempt(
             delivery_id=claim.delivery_id,
             attempted_at=attempted_at,
-            succeeded=result.ok,
-            http_status=result.http_status,
-            smtp_reply=result.smtp_reply,
-            error=result.error,
+            result=result,
             duration_ms=duration_ms,
-            using_db=conn,
+            connection=conn,
         )
         # Only a still-pending delivery moves: one that another worker already finished stays as it is.
         await (

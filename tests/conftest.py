@@ -21,7 +21,7 @@ from tortoise.contrib.test import truncate_all_models
 
 from core import runtime
 from core.config import Settings
-from core.db import tortoise_config
+from core.db import create_scratch_database, drop_scratch_database, tortoise_config
 from pki.sealing import generate_kek
 
 POSTGRES_ADMIN_URL = os.environ.get("KEYWARD_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -44,26 +44,11 @@ def test_backend() -> str:
 
 
 async def create_postgres_database() -> str:
-    import asyncpg
-
-    name = f"keyward_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    return await create_scratch_database(POSTGRES_ADMIN_URL, prefix="keyward_test")
 
 
 async def drop_postgres_database(url: str) -> None:
-    import asyncpg
-
-    name = url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_scratch_database(POSTGRES_ADMIN_URL, url)
 
 
 @pytest_asyncio.fixture(scope="session")
