@@ -11,8 +11,10 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Route
 from tortoise import Tortoise
 
+from api.body_limit import BodyLimit
 from api.graphql.schema import schema
 from api.graphql.view import KeywardGraphQL
+from api.routes import acme as acme_routes
 from api.routes import pki as pki_routes
 from core import runtime
 from core.db import close_db, init_db
@@ -43,11 +45,13 @@ def create_app(*, manage_db: bool = True) -> Starlette:
             if manage_db:
                 await close_db()
 
-    graphql_app = KeywardGraphQL(schema, graphql_ide="graphiql")
+    # 2 MiB is ample for any mutation, a PKCS#12 import included, and keeps a flood of bytes out of memory.
+    graphql_app = BodyLimit(KeywardGraphQL(schema, graphql_ide="graphiql"), max_bytes=2 * 1024 * 1024)
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
         *pki_routes.routes,
+        *acme_routes.routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan)

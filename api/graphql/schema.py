@@ -6,7 +6,7 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.extensions import MaskErrors, ParserCache, QueryDepthLimiter, ValidationCache
 from strawberry.tools import merge_types
 
 from api.graphql import alert, application, audit, certificate, identity, pki
@@ -49,6 +49,9 @@ def build_schema() -> strawberry.Schema:
             lambda: InternalErrorMask(should_mask_error=_should_mask, error_message="internal server error"),
             # Clients send the same few documents again and again: parse and validate each once (~3 ms each).
             lambda: ParserCache(maxsize=512),
+            # The deepest legitimate document (application → certificates → edges → node → renewedFrom → ...)
+            # is about 8 levels; deeper ones are refused before they are executed.
+            lambda: QueryDepthLimiter(max_depth=12),
             lambda: ValidationCache(maxsize=512),
         ],
     )

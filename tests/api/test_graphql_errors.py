@@ -40,3 +40,37 @@ async def test_refused_and_failed_mutations_are_audited(gql: GraphQL, org_admin:
         ("anonymous", "failure", "UNAUTHENTICATED"),
         ("user", "failure", "INVALID_INPUT"),
     ]
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_read(gql: GraphQL, org_admin: OrgAdmin) -> None:
+    huge = "x" * (3 * 1024 * 1024)
+    response = await gql.http.post(
+        "/graphql",
+        json={"query": "{ viewer { name } }", "variables": {"pad": huge}},
+        headers={"Authorization": f"Bearer {org_admin.token}"},
+    )
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+    # The server keeps serving.
+    assert (await gql("{ viewer { name } }", token=org_admin.token))["viewer"]["name"] == "admin@acme.test"
+
+
+async def test_a_streamed_body_over_the_limit_is_refused(gql: GraphQL, org_admin: OrgAdmin) -> None:
+    async def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(40):
+            yield b"x" * (64 * 1024)
+
+    response = await gql.http.post(
+        "/graphql",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {org_admin.token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+async def test_an_absurdly_deep_query_is_refused(gql: GraphQL, org_admin: OrgAdmin) -> None:
+    nested = "renewedFrom { " * 12 + "id" + " }" * 12
+    deep = "{ applications { edges { node { certificates { edges { node { " + nested + " } } } } } } }"
+    body = await gql.raw(deep, token=org_admin.token)
+    assert body["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
+    assert "depth" in body["errors"][0]["message"]
