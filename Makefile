@@ -23,10 +23,12 @@ check: $(STAMP)
 	$(BIN)/mypy api core models pki worker
 
 test-sqlite: $(STAMP)
+	scripts/ensure-acme-tools
 	KEYWARD_TEST_DB=sqlite $(BIN)/pytest -q
 
 test-postgres: $(STAMP)
 	scripts/ensure-postgres
+	scripts/ensure-acme-tools
 	KEYWARD_TEST_DB=postgres $(BIN)/pytest -q
 
 test: check test-sqlite test-postgres

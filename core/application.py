@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
+import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from core import audit, authz
+from core import audit, authz, runtime
 from core.access import load_application
 from core.authz import Actor, Permission, Scope
 from core.errors import Conflict, InvalidInput, InvalidState, NotFound
@@ -28,6 +30,7 @@ from models import (
     ProductMembership,
 )
 from models.enums import ApplicationRole, CertificateStatus
+from pki import sealing
 from pki.duration import parse_duration
 from pki.errors import InvalidDuration
 
@@ -498,3 +501,107 @@ async def detach_profile(
             connection=conn,
         )
     return attachment
+
+
+# ACME enrollment (RFC 8555) ----------------------------------------------------------------------------
+
+EAB_HMAC_KEY_BYTES = 32  # 256-bit HMAC key for HS256
+
+
+def _eab_context(attachment: ApplicationProfile) -> bytes:
+    return f"eab:{attachment.id}".encode()
+
+
+def _new_eab_credentials(attachment: ApplicationProfile) -> None:
+    """A fresh key id and HMAC key (sealed); the previous ones stop working once this is saved."""
+    attachment.acme_eab_kid = f"kw-{secrets.token_urlsafe(18)}"
+    attachment.acme_eab_hmac_encrypted = sealing.seal(
+        kek=runtime.kek(), plaintext=secrets.token_bytes(EAB_HMAC_KEY_BYTES), context=_eab_context(attachment)
+    )
+
+
+_ACME_FIELDS = ["acme_enabled", "acme_eab_required", "acme_eab_kid", "acme_eab_hmac_encrypted", "updated_at"]
+
+
+async def _save_acme(
+    actor: Actor, attachment: ApplicationProfile, action: str, details: dict[str, Any]
+) -> ApplicationProfile:
+    try:
+        async with in_transaction() as conn:
+            await attachment.save(using_db=conn, update_fields=_ACME_FIELDS)
+            await audit.record(
+                actor=actor,
+                action=action,
+                resource_type="application_profile",
+                resource_id=attachment.id,
+                application_id=attachment.application_id,
+                details={"profile_id": str(attachment.profile_id), **details},
+                connection=conn,
+            )
+    except IntegrityError:  # a key id collision (never in practice): nothing was written
+        raise Conflict("could not allocate a unique EAB key id; try again") from None
+    return attachment
+
+
+async def enable_acme(
+    *, actor: Actor, application_id: uuid.UUID, profile_id: uuid.UUID, eab_required: bool = True
+) -> ApplicationProfile:
+    """Turn ACME on for the pair; the first enable creates the EAB key id and HMAC key."""
+    application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
+    attachment = await _load_attachment(application, profile_id)
+    if attachment.profile.deleted_at is not None:
+        raise InvalidState(f"profile {attachment.profile.name!r} is deleted: it issues no new certificates")
+    generated = attachment.acme_eab_kid is None or attachment.acme_eab_hmac_encrypted is None
+    if attachment.acme_enabled and attachment.acme_eab_required == eab_required and not generated:
+        return attachment
+    if generated:
+        _new_eab_credentials(attachment)
+    attachment.acme_enabled = True
+    attachment.acme_eab_required = eab_required
+    return await _save_acme(
+        actor,
+        attachment,
+        "application_profile.acme_enable",
+        {"eab_required": eab_required, "eab_key_generated": generated},
+    )
+
+
+async def disable_acme(
+    *, actor: Actor, application_id: uuid.UUID, profile_id: uuid.UUID
+) -> ApplicationProfile:
+    """Turn ACME off: the directory answers 404; accounts and the EAB key are kept for a later enable."""
+    application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
+    attachment = await _load_attachment(application, profile_id)
+    if not attachment.acme_enabled:
+        return attachment
+    attachment.acme_enabled = False
+    return await _save_acme(actor, attachment, "application_profile.acme_disable", {})
+
+
+async def rotate_acme_eab(
+    *, actor: Actor, application_id: uuid.UUID, profile_id: uuid.UUID
+) -> ApplicationProfile:
+    """A new EAB key id and HMAC key; the old ones stop working at once (existing accounts stay valid)."""
+    application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
+    attachment = await _load_attachment(application, profile_id)
+    _new_eab_credentials(attachment)
+    return await _save_acme(actor, attachment, "application_profile.acme_rotate_eab", {})
+
+
+def acme_eab_kid(*, actor: Actor, attachment: ApplicationProfile, organization_id: uuid.UUID) -> str | None:
+    """The EAB key id: application Admins and Product Admins only."""
+    authz.require(actor, Permission.CONFIG_SECRET_READ, Scope(organization_id, attachment.application_id))
+    return attachment.acme_eab_kid
+
+
+def acme_eab_hmac_key(
+    *, actor: Actor, attachment: ApplicationProfile, organization_id: uuid.UUID
+) -> str | None:
+    """The EAB HMAC key, base64url without padding as ACME clients take it: application Admins only."""
+    authz.require(actor, Permission.CONFIG_SECRET_READ, Scope(organization_id, attachment.application_id))
+    if attachment.acme_eab_hmac_encrypted is None:
+        return None
+    key = sealing.unseal(
+        kek=runtime.kek(), sealed=attachment.acme_eab_hmac_encrypted, context=_eab_context(attachment)
+    )
+    return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")

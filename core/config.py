@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import stat
 import sys
@@ -37,6 +38,11 @@ KNOWN_VARIABLES = {
     # Worker (SPEC §14)
     "KEYWARD_WORKER_SCHEDULES",
     "KEYWARD_DELIVERY_LEASE_SECONDS",
+    # ACME validation (issue #4)
+    "KEYWARD_ACME_DNS_RESOLVER",
+    "KEYWARD_ACME_HTTP01_PORT",
+    "KEYWARD_ACME_TLSALPN01_PORT",
+    "KEYWARD_ACME_ALLOW_PRIVATE_IDENTIFIERS",
 }
 
 
@@ -62,6 +68,12 @@ class Settings:
     worker_schedules: dict[str, int] = field(default_factory=dict)
     # How long a worker holds a delivery while sending it; a crashed worker's sends are retried after it.
     delivery_lease_seconds: int = 120
+    # ACME validation: the DNS server asked for A/AAAA/TXT ((host, port); None = the system's resolver),
+    # the ports http-01 and tls-alpn-01 connect to, and whether loopback/private addresses may be validated.
+    acme_dns_resolver: tuple[str, int] | None = None
+    acme_http01_port: int = 80
+    acme_tlsalpn01_port: int = 443
+    acme_allow_private_identifiers: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -145,6 +157,51 @@ def _worker_settings(env: dict[str, str]) -> dict[str, Any]:
     return {"worker_schedules": schedules, "delivery_lease_seconds": int(lease_text)}
 
 
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    text = env.get(name, str(default)).strip()
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ConfigurationError(f"{name}={text!r} must be a port number from 1 to 65535")
+    return int(text)
+
+
+def _acme_settings(env: dict[str, str]) -> dict[str, Any]:
+    """KEYWARD_ACME_*: where validation resolves names and connects, and whether private addresses pass."""
+    resolver: tuple[str, int] | None = None
+    text = env.get("KEYWARD_ACME_DNS_RESOLVER", "").strip()
+    if text:
+        host, port_text = text, "53"
+        if text.startswith("["):  # [::1]:53
+            host, _, rest = text[1:].partition("]")
+            if rest:
+                if not rest.startswith(":"):
+                    host = ""
+                port_text = rest[1:]
+        elif text.count(":") == 1:
+            host, _, port_text = text.partition(":")
+        elif text.count(":") > 1:  # a bare IPv6 address
+            host = text
+        try:
+            ipaddress.ip_address(host)
+            valid = port_text.isdigit() and 1 <= int(port_text) <= 65535
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigurationError(
+                f"KEYWARD_ACME_DNS_RESOLVER={text!r} must be an IP address with an optional port "
+                "(IPv6 in brackets), e.g. 127.0.0.1:8053 or [::1]:53"
+            )
+        resolver = (host, int(port_text))
+    private = env.get("KEYWARD_ACME_ALLOW_PRIVATE_IDENTIFIERS", "").strip().lower()
+    if private not in _TRUE | _FALSE:
+        raise ConfigurationError(f"KEYWARD_ACME_ALLOW_PRIVATE_IDENTIFIERS={private!r} must be true or false")
+    return {
+        "acme_dns_resolver": resolver,
+        "acme_http01_port": _port(env, "KEYWARD_ACME_HTTP01_PORT", 80),
+        "acme_tlsalpn01_port": _port(env, "KEYWARD_ACME_TLSALPN01_PORT", 443),
+        "acme_allow_private_identifiers": private in _TRUE,
+    }
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate the environment once; raise ConfigurationError with the variable's name."""
     env = dict(os.environ if environ is None else environ)
@@ -169,6 +226,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     return Settings(
         **smtp,
         **_worker_settings(env),
+        **_acme_settings(env),
         database_url=_check_database_url(env.get("KEYWARD_DATABASE_URL", DEFAULT_DATABASE_URL)),
         public_url=_check_public_url(env.get("KEYWARD_PUBLIC_URL", DEFAULT_PUBLIC_URL)),
         kek_file=env.get("KEYWARD_KEK_FILE", DEFAULT_KEK_FILE),

@@ -95,7 +95,7 @@ def seal_private_key(certificate_id: uuid.UUID, key: PrivateKey) -> bytes:
     )
 
 
-def _policy_rules(policy: CertificatePolicy) -> PolicyRules:
+def policy_rules(policy: CertificatePolicy) -> PolicyRules:
     cached = _rules_cache.get(policy.id)
     if cached is not None and cached[0] == policy.updated_at:
         return cached[1]
@@ -211,7 +211,7 @@ async def load_issuance_context(
         attachment=attachment,
         profile=profile,
         policy=profile.policy,
-        rules=_policy_rules(profile.policy),
+        rules=policy_rules(profile.policy),
         material=material,
         method=EnrollmentMethod(method),
     )
@@ -416,6 +416,9 @@ class StoreOptions:
     extra_details: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Runs inside the transaction before the insert (a renewal marks its predecessor there).
     before_insert: Callable[[BaseDBAsyncClient], Awaitable[None]] | None = None
+    # Runs inside the transaction after the insert, so the caller's own record of the certificate (an ACME
+    # order turning valid) commits with it or not at all.
+    after_insert: Callable[[Certificate, BaseDBAsyncClient], Awaitable[None]] | None = None
 
 
 def sign(context: IssuanceContext, prepared: PreparedRequest, key: KeyMaterial) -> x509.Certificate:
@@ -553,6 +556,8 @@ async def store_certificate(
                 payload=payload,
                 connection=conn,
             )
+            if options.after_insert is not None:
+                await options.after_insert(row, conn)
     except IntegrityError:
         # 159 random serial bits make this practically impossible; never store a duplicate serial.
         raise Conflict("a serial number collision occurred; send the request again") from None
@@ -579,6 +584,7 @@ async def issue_certificate(
     enrollment_method: EnrollmentMethod = EnrollmentMethod.API,
     source_address: str | None = None,
     application: Application | None = None,
+    after_insert: Callable[[Certificate, BaseDBAsyncClient], Awaitable[None]] | None = None,
 ) -> Certificate:
     """Issue from a CSR, or with a server-generated key from subject/SANs; policy checked on every path."""
     if source_address is not None:
@@ -670,5 +676,6 @@ async def issue_certificate(
         metadata=checked_metadata,
         auto_renew=server_key and (attachment.api_auto_renew if auto_renew is None else auto_renew),
         renew_before_days=attachment.api_renew_before_days or profile.renew_before_days,
+        after_insert=after_insert,
     )
     return await store_certificate(context, cert, key, options)

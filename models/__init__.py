@@ -1,5 +1,6 @@
 """Tortoise models, one module per aggregate; `models` is the single Tortoise app."""
 
+from models.acme import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeNonce, AcmeOrder
 from models.alert import Alert, AlertChannel, Delivery, DeliveryAttempt, ExpirationNotice
 from models.application import Application, ApplicationProfile
 from models.audit import AuditChainHead, AuditEvent
@@ -11,6 +12,11 @@ from models.pki import CertificateAuthority, CertificatePolicy, CertificateProfi
 from models.principal import ApiToken, Principal
 
 __all__ = [
+    "AcmeAccount",
+    "AcmeAuthorization",
+    "AcmeChallenge",
+    "AcmeNonce",
+    "AcmeOrder",
     "Alert",
     "AlertChannel",
     "Delivery",

@@ -43,6 +43,12 @@ class ApplicationProfile(Model):
     # Auto-renewal of server-generated keys; renew_before_days None means the profile's value.
     api_auto_renew = fields.BooleanField(default=False)
     api_renew_before_days = fields.IntField(null=True)
+    # ACME (RFC 8555): the directory of this pair; external account binding required by default.
+    acme_enabled = fields.BooleanField(default=False)
+    acme_eab_required = fields.BooleanField(default=True)
+    acme_eab_kid = fields.CharField(max_length=64, null=True, unique=True)
+    # The EAB HMAC key sealed under the KEK (context b"eab:<attachment id>"); revealed to app Admins only.
+    acme_eab_hmac_encrypted = fields.BinaryField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

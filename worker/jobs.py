@@ -14,7 +14,7 @@ class Job:
 
 
 def all_jobs() -> list[Job]:
-    from worker import alerts, crl, deliveries, outbox, renewals
+    from worker import acme, alerts, crl, deliveries, outbox, renewals
 
     return [
         crl.REFRESH,
@@ -22,4 +22,5 @@ def all_jobs() -> list[Job]:
         outbox.DISPATCH,
         deliveries.RETRY,
         alerts.SCAN_EXPIRING,
+        acme.VALIDATE,
     ]

@@ -22,6 +22,7 @@ from api.graphql.pagination import (
 )
 from api.graphql.permission import guard_type, guarded_field, guarded_mutation
 from core import application as service
+from core.acme_account import acme_url
 from core.authz import Permission, Scope
 from core.errors import InvalidInput
 from models import Application as ApplicationModel
@@ -89,12 +90,54 @@ class ApiEnrollment:
 
 
 @guard_type(Permission.APPLICATION_READ)
+@strawberry.type(description="ACME (RFC 8555) enrollment for one (application, profile) pair.")
+class AcmeEnrollment:
+    _model: strawberry.Private[ApplicationProfileModel]
+    _organization_id: strawberry.Private[uuid.UUID]
+    enabled: bool
+    eab_required: bool = strawberry.field(description="New accounts need external account binding.")
+    directory_url: str = strawberry.field(description="The ACME directory URL to give clients.")
+
+    def authz_scope(self) -> Scope:
+        return Scope(self._organization_id, self._model.application_id)
+
+    @guarded_field(
+        Permission.CONFIG_SECRET_READ,
+        description="External account binding key id (application Admins); null until ACME is enabled.",
+    )
+    def eab_kid(self, info: Info) -> str | None:
+        return service.acme_eab_kid(
+            actor=info.context.actor, attachment=self._model, organization_id=self._organization_id
+        )
+
+    @guarded_field(
+        Permission.CONFIG_SECRET_READ,
+        description="External account binding HMAC key, base64url (application Admins); rotate to replace.",
+    )
+    def eab_hmac_key(self, info: Info) -> str | None:
+        return service.acme_eab_hmac_key(
+            actor=info.context.actor, attachment=self._model, organization_id=self._organization_id
+        )
+
+    @classmethod
+    def from_model(cls, model: ApplicationProfileModel, organization_id: uuid.UUID) -> AcmeEnrollment:
+        return cls(
+            _model=model,
+            _organization_id=organization_id,
+            enabled=model.acme_enabled,
+            eab_required=model.acme_eab_required,
+            directory_url=acme_url(model, "directory"),
+        )
+
+
+@guard_type(Permission.APPLICATION_READ)
 @strawberry.type(description="A profile attached to an application, with its enrollment methods.")
 class AttachedProfile:
     _model: strawberry.Private[ApplicationProfileModel]
     _organization_id: strawberry.Private[uuid.UUID]
     id: strawberry.ID
     api: ApiEnrollment
+    acme: AcmeEnrollment
     created_at: datetime
 
     def authz_scope(self) -> Scope:
@@ -121,6 +164,7 @@ class AttachedProfile:
                 auto_renew=model.api_auto_renew,
                 renew_before_days=model.api_renew_before_days,
             ),
+            acme=AcmeEnrollment.from_model(model, organization_id),
             created_at=model.created_at,
         )
 
@@ -222,6 +266,15 @@ class UpdateAttachedProfileInput:
     application_id: strawberry.ID
     profile_id: strawberry.ID
     api: ApiEnrollmentInput | None = None
+
+
+@strawberry.input
+class EnableAcmeInput:
+    application_id: strawberry.ID
+    profile_id: strawberry.ID
+    eab_required: bool = strawberry.field(
+        default=True, description="Require external account binding for new accounts (recommended)."
+    )
 
 
 def _cursor_key(after: str | None) -> tuple[datetime, uuid.UUID] | None:
@@ -404,3 +457,49 @@ class Mutation:
             profile_id=parse_id(profile_id, "profile"),
         )
         return strawberry.ID(str(attachment.id))
+
+    @guarded_mutation(
+        Permission.ENROLLMENT_MANAGE,
+        description="Enable ACME on an attached profile; the first enable creates the EAB key id and key.",
+    )
+    async def enable_acme(self, info: Info, input: EnableAcmeInput) -> AttachedProfile:
+        actor = info.context.actor
+        attachment = await service.enable_acme(
+            actor=actor,
+            application_id=parse_id(input.application_id, "application"),
+            profile_id=parse_id(input.profile_id, "profile"),
+            eab_required=input.eab_required,
+        )
+        assert actor.organization_id is not None
+        return AttachedProfile.from_model(attachment, actor.organization_id)
+
+    @guarded_mutation(
+        Permission.ENROLLMENT_MANAGE, description="Disable ACME on an attached profile (accounts are kept)."
+    )
+    async def disable_acme(
+        self, info: Info, application_id: strawberry.ID, profile_id: strawberry.ID
+    ) -> AttachedProfile:
+        actor = info.context.actor
+        attachment = await service.disable_acme(
+            actor=actor,
+            application_id=parse_id(application_id, "application"),
+            profile_id=parse_id(profile_id, "profile"),
+        )
+        assert actor.organization_id is not None
+        return AttachedProfile.from_model(attachment, actor.organization_id)
+
+    @guarded_mutation(
+        Permission.ENROLLMENT_MANAGE,
+        description="Replace the EAB key id and HMAC key of an attached profile; the old ones stop at once.",
+    )
+    async def rotate_acme_eab(
+        self, info: Info, application_id: strawberry.ID, profile_id: strawberry.ID
+    ) -> AttachedProfile:
+        actor = info.context.actor
+        attachment = await service.rotate_acme_eab(
+            actor=actor,
+            application_id=parse_id(application_id, "application"),
+            profile_id=parse_id(profile_id, "profile"),
+        )
+        assert actor.organization_id is not None
+        return AttachedProfile.from_model(attachment, actor.organization_id)

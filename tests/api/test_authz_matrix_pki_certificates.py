@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from factories import CERTIFICATE_FIELDS, Pki, cached_key, make_pki
 from graphql import GraphQLObjectType, get_named_type
+from test_authz_matrix_acme import ACME_OPERATIONS
 from test_authz_matrix_alerts import ALERT_OPERATIONS
 from test_authz_roles import OPERATIONS as IDENTITY_AND_APPLICATION_OPERATIONS
 
@@ -528,7 +529,7 @@ OPERATIONS: list[Operation] = [
 ]
 
 CELLS = [pytest.param(op, role, id=f"{op.name}-{role}") for op in OPERATIONS for role in CAST_ROLES]
-ALL_OPERATIONS = [*IDENTITY_AND_APPLICATION_OPERATIONS, *OPERATIONS, *ALERT_OPERATIONS]
+ALL_OPERATIONS = [*IDENTITY_AND_APPLICATION_OPERATIONS, *OPERATIONS, *ALERT_OPERATIONS, *ACME_OPERATIONS]
 
 
 def test_every_row_names_every_role() -> None:
@@ -554,6 +555,7 @@ SECRET_FIELDS: dict[str, str] = {
     "ExportCertificatePayload.pkcs12Base64": "holds the private key when includePrivateKey is set",
     "CreateApiTokenPayload.token": "the plaintext API token, shown once to its creator",
     "LoginPayload.token": "the plaintext session token, shown once to who logged in",
+    "AcmeEnrollment.eabHmacKey": "the ACME external account binding HMAC key (application Admins)",
 }
 SECRET_LOOKING = re.compile(
     r"private|secret|password|passphrase|hmac|credential|challenge|pkcs12|keyPem|Key$|^token$|Token$", re.I

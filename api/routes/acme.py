@@ -1,0 +1,201 @@
+"""ACME (RFC 8555) over HTTP: every route of a directory, per (application, profile) attachment.
+
+Each POST is verified here (JWS, nonce, url, signer) before a handler sees it; the order, authorization,
+challenge, certificate and revocation handlers live in api/routes/acme_order.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from api.routes.acme_http import acme_response, problem_response
+from core import acme_account
+from core.acme_account import MAX_BODY, VerifiedRequest, acme_url, load_acme_attachment, verify_request
+from models.application import ApplicationProfile
+from pki.acme.problem import AcmeProblem
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/acme/applications/{app_id}/profiles/{profile_id}"
+JOSE_JSON = "application/jose+json"
+
+Handler = Callable[[VerifiedRequest, dict[str, str]], Awaitable[Response]]
+
+
+def _internal() -> AcmeProblem:
+    return AcmeProblem(
+        "serverInternal", "the server failed to handle this request; try again later", status=500
+    )
+
+
+async def _answer(
+    request: Request, attachment_holder: list[ApplicationProfile], work: Callable[[], Awaitable[Response]]
+) -> Response:
+    """Run `work`; problems become problem documents, anything else serverInternal (logged, no internals)."""
+    try:
+        return await work()
+    except AcmeProblem as problem:
+        return await problem_response(attachment_holder[0] if attachment_holder else None, problem)
+    except Exception:
+        logger.exception("ACME %s %s failed", request.method, request.url.path)
+        try:
+            return await problem_response(attachment_holder[0] if attachment_holder else None, _internal())
+        except Exception:  # noqa: BLE001 - even the nonce failed (database down): answer without one
+            logger.exception("ACME problem response failed")
+            return Response(
+                b'{"type":"urn:ietf:params:acme:error:serverInternal","status":500}',
+                status_code=500,
+                media_type="application/problem+json",
+            )
+
+
+async def _read_body(request: Request) -> bytes:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != JOSE_JSON:
+        raise AcmeProblem("malformed", f"Content-Type must be {JOSE_JSON}", status=415)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise AcmeProblem("malformed", f"request body exceeds {MAX_BODY} bytes", status=413)
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise AcmeProblem("malformed", f"request body exceeds {MAX_BODY} bytes", status=413)
+    except ClientDisconnect:
+        raise AcmeProblem("malformed", "the client closed the connection before sending the body") from None
+    return bytes(body)
+
+
+async def _attachment(request: Request, holder: list[ApplicationProfile]) -> ApplicationProfile:
+    attachment = await load_acme_attachment(request.path_params["app_id"], request.path_params["profile_id"])
+    holder.append(attachment)
+    return attachment
+
+
+def _post(path: str, handler: Handler, *, require_account: bool = True) -> Route:
+    """A JWS-authenticated POST route; `path` is relative to the directory, e.g. "order/{id}/finalize"."""
+
+    async def endpoint(request: Request) -> Response:
+        holder: list[ApplicationProfile] = []
+
+        async def work() -> Response:
+            attachment = await _attachment(request, holder)
+            body = await _read_body(request)
+            params = {k: v for k, v in request.path_params.items() if k not in ("app_id", "profile_id")}
+            url = acme_url(attachment, path.format(**params))
+            verified = await verify_request(
+                attachment=attachment, body=body, url=url, require_account=require_account
+            )
+            return await handler(verified, params)
+
+        return await _answer(request, holder, work)
+
+    return Route(f"{PREFIX}/{path}", endpoint, methods=["POST"])
+
+
+# Directory and nonces ----------------------------------------------------------------------------------
+
+
+async def directory(request: Request) -> Response:
+    holder: list[ApplicationProfile] = []
+
+    async def work() -> Response:
+        attachment = await _attachment(request, holder)
+        return await acme_response(attachment, acme_account.directory(attachment))
+
+    return await _answer(request, holder, work)
+
+
+async def new_nonce(request: Request) -> Response:
+    holder: list[ApplicationProfile] = []
+
+    async def work() -> Response:
+        attachment = await _attachment(request, holder)
+        return await acme_response(attachment, None, status=200 if request.method == "HEAD" else 204)
+
+    return await _answer(request, holder, work)
+
+
+# Accounts ----------------------------------------------------------------------------------------------
+
+
+async def _new_account(verified: VerifiedRequest, params: dict[str, str]) -> Response:
+    account, created = await acme_account.new_account(verified)
+    attachment = verified.attachment
+    return await acme_response(
+        attachment,
+        acme_account.account_object(attachment, account),
+        status=201 if created else 200,
+        headers={"Location": acme_account.account_url(attachment, account)},
+    )
+
+
+async def _account(verified: VerifiedRequest, params: dict[str, str]) -> Response:
+    account = await acme_account.update_account(verified, params["id"])
+    attachment = verified.attachment
+    return await acme_response(
+        attachment,
+        acme_account.account_object(attachment, account),
+        headers={"Location": acme_account.account_url(attachment, account)},
+    )
+
+
+async def _account_orders(verified: VerifiedRequest, params: dict[str, str]) -> Response:
+    orders = await acme_account.account_orders(verified, params["id"])
+    return await acme_response(verified.attachment, {"orders": orders})
+
+
+async def _key_change(verified: VerifiedRequest, params: dict[str, str]) -> Response:
+    account = await acme_account.change_key(verified)
+    attachment = verified.attachment
+    return await acme_response(
+        attachment,
+        acme_account.account_object(attachment, account),
+        headers={"Location": acme_account.account_url(attachment, account)},
+    )
+
+
+# Orders (api/routes/acme_order.py, imported when first used) ------------------------------------------
+
+
+def _orders_handler(name: str, param: str | None = None) -> Handler:
+    async def handler(verified: VerifiedRequest, params: dict[str, str]) -> Response:
+        try:
+            acme_order = importlib.import_module("api.routes.acme_order")
+        except ImportError:
+            logger.exception("api.routes.acme_order does not import: ACME %s is unavailable", name)
+            raise _internal() from None
+        function: Any = getattr(acme_order, name, None)
+        if function is None:
+            logger.error("api.routes.acme_order.%s is missing", name)
+            raise _internal()
+        if param is None:
+            return await function(verified)
+        return await function(verified, params[param])
+
+    return handler
+
+
+routes: list[BaseRoute] = [
+    Route(f"{PREFIX}/directory", directory, methods=["GET"]),
+    Route(f"{PREFIX}/new-nonce", new_nonce, methods=["GET", "HEAD"]),
+    _post("new-account", _new_account, require_account=False),
+    _post("account/{id}", _account),
+    _post("account/{id}/orders", _account_orders),
+    _post("key-change", _key_change),
+    _post("new-order", _orders_handler("new_order")),
+    _post("order/{id}", _orders_handler("get_order", "id")),
+    _post("order/{id}/finalize", _orders_handler("finalize_order", "id")),
+    _post("authz/{id}", _orders_handler("get_authorization", "id")),
+    _post("chall/{id}", _orders_handler("respond_challenge", "id")),
+    _post("cert/{id}", _orders_handler("download_certificate", "id")),
+    _post("revoke-cert", _orders_handler("revoke_certificate"), require_account=False),
+]

@@ -1,0 +1,435 @@
+"""ACME accounts (RFC 8555 §7.3): nonces, request verification, the directory, accounts and key changes."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from core import audit, runtime
+from core.authz import Actor
+from models.acme import AcmeAccount, AcmeNonce, AcmeOrder
+from models.application import ApplicationProfile
+from pki import sealing
+from pki.acme import jws
+from pki.acme.problem import AcmeProblem
+from pki.errors import PkiError
+
+logger = logging.getLogger(__name__)
+
+# Largest JWS body accepted on any ACME POST.
+MAX_BODY = 64 * 1024
+NONCE_TTL = timedelta(hours=1)
+# Expired nonces are purged once every this many new nonces (opportunistically, by whoever mints one).
+NONCE_PURGE_EVERY = 256
+MAX_CONTACTS = 10
+_MAILTO = re.compile(r"^mailto:([A-Za-z0-9.!#$%&'*+/=^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)$")
+
+_minted = 0
+
+
+@dataclass(frozen=True)
+class VerifiedRequest:
+    """A POST whose JWS, nonce, url and signer were checked; handlers act on it."""
+
+    attachment: ApplicationProfile  # application and profile (with ca, policy) loaded
+    account: AcmeAccount | None  # None only where a jwk signed it (newAccount, revokeCert by cert key)
+    jwk: dict[str, Any] | None  # the jwk when the request carried one instead of a kid
+    payload: dict[str, Any] | None  # parsed JSON payload; None for POST-as-GET (empty payload)
+    url: str
+    protected: dict[str, Any]
+
+
+# Attachment and URLs -----------------------------------------------------------------------------------
+
+
+def _not_found() -> AcmeProblem:
+    return AcmeProblem(
+        "malformed", "no ACME directory here: ACME is not enabled for this profile", status=404
+    )
+
+
+async def load_acme_attachment(application_id: str, profile_id: str) -> ApplicationProfile:
+    """The attachment with ACME enabled (application, profile, its CA and policy loaded), or a 404."""
+    try:
+        app_uuid, profile_uuid = uuid.UUID(application_id), uuid.UUID(profile_id)
+    except ValueError:
+        raise _not_found() from None
+    # One joined query: every ACME request starts here.
+    attachment = (
+        await ApplicationProfile.filter(application_id=app_uuid, profile_id=profile_uuid, acme_enabled=True)
+        .select_related("application", "profile", "profile__ca", "profile__policy")
+        .first()
+    )
+    if attachment is None:
+        raise _not_found()
+    return attachment
+
+
+def acme_url(attachment: ApplicationProfile, path: str = "") -> str:
+    """Absolute URL of a resource of this attachment's directory ("directory" is the directory itself)."""
+    base = runtime.settings().public_url.rstrip("/")
+    return f"{base}/acme/applications/{attachment.application_id}/profiles/{attachment.profile_id}/{path}"
+
+
+def account_url(attachment: ApplicationProfile, account: AcmeAccount) -> str:
+    return acme_url(attachment, f"account/{account.id}")
+
+
+def acme_actor(account: AcmeAccount, attachment: ApplicationProfile) -> Actor:
+    """The system actor named after the account, so issuance and revocation are audited as that account."""
+    return Actor.system(attachment.application.organization_id, f"acme:{account.id}")
+
+
+def directory(attachment: ApplicationProfile) -> dict[str, Any]:
+    """RFC 8555 §7.1.1 directory object."""
+    meta: dict[str, Any] = {"externalAccountRequired": bool(attachment.acme_eab_required)}
+    website = runtime.settings().public_url.rstrip("/")
+    if website.startswith("https://"):
+        meta["website"] = website
+    return {
+        "newNonce": acme_url(attachment, "new-nonce"),
+        "newAccount": acme_url(attachment, "new-account"),
+        "newOrder": acme_url(attachment, "new-order"),
+        "revokeCert": acme_url(attachment, "revoke-cert"),
+        "keyChange": acme_url(attachment, "key-change"),
+        "meta": meta,
+    }
+
+
+# Nonces ------------------------------------------------------------------------------------------------
+
+
+async def new_nonce() -> str:
+    """A fresh single-use nonce, stored so any replica can accept it."""
+    global _minted
+    value = secrets.token_urlsafe(24)
+    now = datetime.now(UTC)
+    await AcmeNonce.create(value=value, expires_at=now + NONCE_TTL)
+    _minted += 1
+    if _minted % NONCE_PURGE_EVERY == 0:
+        await purge_expired_nonces(now)
+    return value
+
+
+async def purge_expired_nonces(now: datetime | None = None) -> int:
+    return await AcmeNonce.filter(expires_at__lte=now or datetime.now(UTC)).delete()
+
+
+async def consume_nonce(value: str) -> None:
+    """Delete the nonce: the delete is atomic, so only the first request with it finds it; a replay not."""
+    if len(value) > 64 or not await AcmeNonce.filter(value=value, expires_at__gt=datetime.now(UTC)).delete():
+        raise AcmeProblem("badNonce", "the nonce is unknown, expired or already used: retry with a fresh one")
+
+
+# Request verification ----------------------------------------------------------------------------------
+
+
+async def _account_for_kid(attachment: ApplicationProfile, kid: str) -> AcmeAccount:
+    prefix = acme_url(attachment, "account/")
+    account_id: uuid.UUID | None = None
+    if kid.startswith(prefix):
+        try:
+            account_id = uuid.UUID(kid[len(prefix) :])
+        except ValueError:
+            account_id = None
+    account = (
+        None
+        if account_id is None
+        else await AcmeAccount.get_or_none(id=account_id, attachment_id=attachment.id)
+    )
+    if account is None:
+        raise AcmeProblem("accountDoesNotExist", "no account with this 'kid' exists in this directory")
+    if account.status != "valid":
+        raise AcmeProblem("unauthorized", f"the account is {account.status}")
+    return account
+
+
+async def verify_request(
+    *, attachment: ApplicationProfile, body: bytes, url: str, require_account: bool = True
+) -> VerifiedRequest:
+    """Parse and verify a flattened JWS POST; raises AcmeProblem.
+
+    `require_account`: the request must be signed by an account (kid); False also accepts a jwk.
+    """
+    if len(body) > MAX_BODY:
+        raise AcmeProblem("malformed", f"request body exceeds {MAX_BODY} bytes", status=413)
+    parsed = jws.parse_jws(body)
+    protected = parsed.protected
+    jws.check_header(protected, nonce=True)
+    if protected["url"] != url:
+        raise AcmeProblem("unauthorized", f"JWS 'url' header must be the requested URL {url}")
+    account: AcmeAccount | None = None
+    jwk: dict[str, Any] | None = None
+    if "kid" in protected:
+        account = await _account_for_kid(attachment, protected["kid"])
+        key = jws.jwk_to_public_key(account.jwk)
+    else:
+        if require_account:
+            raise AcmeProblem("malformed", "this request must be signed by an account key with a 'kid'")
+        jwk = protected["jwk"]
+        key = jws.jwk_to_public_key(jwk)
+    jws.verify_signature(parsed, key)
+    await consume_nonce(protected["nonce"])
+    return VerifiedRequest(
+        attachment=attachment,
+        account=account,
+        jwk=jwk,
+        payload=parsed.payload_json(),
+        url=url,
+        protected=protected,
+    )
+
+
+# Accounts ----------------------------------------------------------------------------------------------
+
+
+def account_object(attachment: ApplicationProfile, account: AcmeAccount) -> dict[str, Any]:
+    """RFC 8555 §7.1.2 account object."""
+    body: dict[str, Any] = {
+        "status": account.status,
+        "contact": list(account.contact or []),
+        "orders": acme_url(attachment, f"account/{account.id}/orders"),
+        "createdAt": account.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return body
+
+
+def _contacts(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise AcmeProblem("malformed", "'contact' must be an array of strings")
+    if len(value) > MAX_CONTACTS:
+        raise AcmeProblem("invalidContact", f"at most {MAX_CONTACTS} contacts")
+    for item in value:
+        if not item.startswith("mailto:"):
+            raise AcmeProblem("unsupportedContact", f"contact {item!r} is not supported: use mailto:")
+        if len(item) > 254 or not _MAILTO.match(item):
+            raise AcmeProblem("invalidContact", f"contact {item!r} is not one mailto: address (no hfields)")
+    return list(value)
+
+
+def _eab_key(attachment: ApplicationProfile) -> bytes:
+    assert attachment.acme_eab_hmac_encrypted is not None
+    try:
+        return sealing.unseal(
+            kek=runtime.kek(),
+            sealed=attachment.acme_eab_hmac_encrypted,
+            context=f"eab:{attachment.id}".encode(),
+        )
+    except PkiError:
+        logger.error("the EAB key of attachment %s does not unseal", attachment.id)
+        raise AcmeProblem(
+            "serverInternal", "the external account binding key is unusable", status=500
+        ) from None
+
+
+def _check_eab(attachment: ApplicationProfile, binding: Any, jwk: dict[str, Any]) -> str | None:
+    """The EAB key id bound, None when no binding is needed or given; raises on a bad one."""
+    configured = attachment.acme_eab_kid is not None and attachment.acme_eab_hmac_encrypted is not None
+    if binding is None:
+        if attachment.acme_eab_required:
+            raise AcmeProblem(
+                "externalAccountRequired",
+                "this directory requires external account binding: get the key id and HMAC key from "
+                "the application's Admin",
+            )
+        return None
+    if not configured:
+        if attachment.acme_eab_required:
+            raise AcmeProblem("unauthorized", "externalAccountBinding key id is not known here")
+        return None
+    assert attachment.acme_eab_kid is not None
+    jws.verify_eab(
+        binding,
+        expected_kid=attachment.acme_eab_kid,
+        hmac_key=_eab_key(attachment),
+        url=acme_url(attachment, "new-account"),
+        account_jwk=jwk,
+    )
+    return attachment.acme_eab_kid
+
+
+def _usable(account: AcmeAccount) -> AcmeAccount:
+    if account.status != "valid":
+        raise AcmeProblem("unauthorized", f"the account of this key is {account.status}")
+    return account
+
+
+async def new_account(verified: VerifiedRequest) -> tuple[AcmeAccount, bool]:
+    """RFC 8555 §7.3: (account, created). onlyReturnExisting is answered without EAB (cert-manager)."""
+    attachment, jwk, payload = verified.attachment, verified.jwk, verified.payload
+    if jwk is None:
+        raise AcmeProblem("malformed", "newAccount must be signed with a 'jwk', not a 'kid'")
+    if payload is None:
+        raise AcmeProblem("malformed", "newAccount needs a payload (an account object)")
+    key_thumbprint = jws.thumbprint(jwk)
+    existing = await AcmeAccount.get_or_none(attachment_id=attachment.id, key_thumbprint=key_thumbprint)
+    if existing is not None:
+        return _usable(existing), False
+    if payload.get("onlyReturnExisting") is True:
+        raise AcmeProblem("accountDoesNotExist", "no account exists for this key in this directory")
+    contact = _contacts(payload.get("contact"))
+    eab_kid = _check_eab(attachment, payload.get("externalAccountBinding"), jwk)
+    new_id = uuid.uuid4()
+    try:
+        async with in_transaction() as conn:
+            account = await AcmeAccount.create(
+                id=new_id,
+                attachment_id=attachment.id,
+                key_thumbprint=key_thumbprint,
+                jwk=jws.public_key_to_jwk(jws.jwk_to_public_key(jwk)),
+                contact=contact,
+                eab_kid=eab_kid,
+                using_db=conn,
+            )
+            await audit.record(
+                actor=acme_actor(account, attachment),
+                action="acme_account.create",
+                resource_type="acme_account",
+                resource_id=account.id,
+                application_id=attachment.application_id,
+                details={
+                    "profile_id": str(attachment.profile_id),
+                    "key_thumbprint": key_thumbprint,
+                    "contact": contact,
+                    "external_account_binding": eab_kid is not None,
+                },
+                connection=conn,
+            )
+    except IntegrityError:
+        # The same key registered concurrently: answer with that account.
+        raced = await AcmeAccount.get_or_none(attachment_id=attachment.id, key_thumbprint=key_thumbprint)
+        if raced is None:
+            raise
+        return _usable(raced), False
+    return account, True
+
+
+def _own_account(verified: VerifiedRequest, account_id: str) -> AcmeAccount:
+    account = verified.account
+    if account is None or str(account.id) != account_id:
+        raise AcmeProblem("unauthorized", "an account can only be read or changed with its own key")
+    return account
+
+
+async def update_account(verified: VerifiedRequest, account_id: str) -> AcmeAccount:
+    """RFC 8555 §7.3.2 / §7.3.6: POST-as-GET reads, `contact` updates, `status: deactivated` deactivates."""
+    account = _own_account(verified, account_id)
+    payload = verified.payload
+    if not payload:
+        return account
+    attachment = verified.attachment
+    status = payload.get("status")
+    if status is not None and status not in ("valid", "deactivated"):
+        raise AcmeProblem("malformed", "an account's status can only be changed to 'deactivated'")
+    changes: dict[str, Any] = {}
+    if "contact" in payload:
+        contact = _contacts(payload["contact"])
+        if contact != list(account.contact or []):
+            changes["contact"] = contact
+    deactivate = status == "deactivated"
+    if not changes and not deactivate:
+        return account
+    async with in_transaction() as conn:
+        fields = ["updated_at"]
+        if "contact" in changes:
+            account.contact = changes["contact"]
+            fields.append("contact")
+        if deactivate:
+            account.status = "deactivated"
+            fields.append("status")
+        await account.save(using_db=conn, update_fields=fields)
+        await audit.record(
+            actor=acme_actor(account, attachment),
+            action="acme_account.deactivate" if deactivate else "acme_account.update",
+            resource_type="acme_account",
+            resource_id=account.id,
+            application_id=attachment.application_id,
+            details={"profile_id": str(attachment.profile_id), **changes},
+            connection=conn,
+        )
+    return account
+
+
+async def account_orders(verified: VerifiedRequest, account_id: str) -> list[str]:
+    """RFC 8555 §7.1.2.1: URLs of the account's orders (newest first, capped)."""
+    account = _own_account(verified, account_id)
+    ids = (
+        await AcmeOrder.filter(account_id=account.id)
+        .order_by("-created_at")
+        .limit(1000)
+        .values_list("id", flat=True)
+    )
+    return [acme_url(verified.attachment, f"order/{order_id}") for order_id in ids]
+
+
+async def change_key(verified: VerifiedRequest) -> AcmeAccount:
+    """RFC 8555 §7.3.5: the inner JWS, signed by the new key, names the account and its old key."""
+    account, attachment = verified.account, verified.attachment
+    if account is None:
+        raise AcmeProblem("malformed", "keyChange must be signed by the account's current key with a 'kid'")
+    if verified.payload is None:
+        raise AcmeProblem("malformed", "keyChange needs a payload: the inner JWS signed by the new key")
+    inner = jws.parse_jws(verified.payload)
+    jws.check_header(inner.protected, nonce=False)
+    if "jwk" not in inner.protected:
+        raise AcmeProblem("malformed", "the inner keyChange JWS must carry the new key as 'jwk'")
+    if inner.protected["url"] != verified.url:
+        raise AcmeProblem("malformed", "the inner keyChange JWS must have the same 'url' as the outer one")
+    new_jwk = inner.protected["jwk"]
+    jws.verify_signature(inner, jws.jwk_to_public_key(new_jwk))
+    body = inner.payload_json()
+    if body is None:
+        raise AcmeProblem("malformed", "the inner keyChange JWS needs a payload {account, oldKey}")
+    if body.get("account") != verified.protected.get("kid"):
+        raise AcmeProblem("unauthorized", "keyChange 'account' must be the URL of the signing account")
+    old_key = body.get("oldKey")
+    if not isinstance(old_key, dict) or jws.thumbprint(old_key) != account.key_thumbprint:
+        raise AcmeProblem("unauthorized", "keyChange 'oldKey' is not the account's current key")
+    new_thumbprint = jws.thumbprint(new_jwk)
+    if new_thumbprint == account.key_thumbprint:
+        raise AcmeProblem("malformed", "the new key is the account's current key")
+
+    async def conflict() -> AcmeProblem:
+        other = await AcmeAccount.get_or_none(attachment_id=attachment.id, key_thumbprint=new_thumbprint)
+        location = account_url(attachment, other) if other is not None else None
+        return AcmeProblem(
+            "malformed",
+            "another account already uses the new key",
+            status=409,
+            headers={"Location": location} if location else None,
+        )
+
+    if await AcmeAccount.exists(attachment_id=attachment.id, key_thumbprint=new_thumbprint):
+        raise await conflict()
+    old_thumbprint = account.key_thumbprint
+    try:
+        async with in_transaction() as conn:
+            account.jwk = jws.public_key_to_jwk(jws.jwk_to_public_key(new_jwk))
+            account.key_thumbprint = new_thumbprint
+            await account.save(using_db=conn, update_fields=["jwk", "key_thumbprint", "updated_at"])
+            await audit.record(
+                actor=acme_actor(account, attachment),
+                action="acme_account.key_change",
+                resource_type="acme_account",
+                resource_id=account.id,
+                application_id=attachment.application_id,
+                details={
+                    "profile_id": str(attachment.profile_id),
+                    "old_key_thumbprint": old_thumbprint,
+                    "key_thumbprint": new_thumbprint,
+                },
+                connection=conn,
+            )
+    except IntegrityError:
+        raise await conflict() from None
+    return account
