@@ -6,6 +6,7 @@ token for the demo Product Admin (tokens are stored hashed, so an old one cannot
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from core import application as application_service
@@ -13,6 +14,7 @@ from core import authn, runtime
 from core import ca as ca_service
 from core import policy as policy_service
 from core import profile as profile_service
+from core.acme_account import acme_url
 from core.authz import Actor
 from core.bootstrap import init_organization
 from models import (
@@ -105,6 +107,7 @@ async def setup_demo() -> dict[str, Any]:
             profile_id=profile.id,
             api=application_service.ApiEnrollmentSettings(enabled=True, auto_renew=True),
         )
+    acme = await _enable_acme(actor, application.id, profile.id, org.id)
     token, _ = await authn.create_token(principal=admin, kind=TokenKind.API, name="demo")
     public_url = runtime.settings().public_url
     return {
@@ -117,4 +120,23 @@ async def setup_demo() -> dict[str, Any]:
         "policy_id": str(policy.id),
         "profile_id": str(profile.id),
         "application_id": str(application.id),
+        "acme": acme,
+    }
+
+
+async def _enable_acme(
+    actor: Actor, application_id: uuid.UUID, profile_id: uuid.UUID, organization_id: uuid.UUID
+) -> dict[str, str | None]:
+    """ACME on for the demo pair (EAB required), so certbot/lego work against the demo as printed."""
+    attachment = await application_service.enable_acme(
+        actor=actor, application_id=application_id, profile_id=profile_id
+    )
+    return {
+        "directory_url": acme_url(attachment, "directory"),
+        "eab_kid": application_service.acme_eab_kid(
+            actor=actor, attachment=attachment, organization_id=organization_id
+        ),
+        "eab_hmac_key": application_service.acme_eab_hmac_key(
+            actor=actor, attachment=attachment, organization_id=organization_id
+        ),
     }

@@ -1,0 +1,192 @@
+"""certbot (the real client, from pip) obtains, renews and revokes a certificate over ACME with EAB and
+http-01 (standalone) against the live server; the certificates land in the application's inventory."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from acme_clients_support import (
+    acme_settings,
+    challtestsrv,
+    crl_serials,
+    free_port,
+    make_acme_target,
+    run,
+    serial_of_file,
+)
+from conftest import GraphQL, OrgAdmin, tool_or_skip
+
+from core.demo import setup_demo
+from models import Certificate
+from models.enums import CertificateStatus, EnrollmentMethod
+from pki.certificate import serial_hex
+
+pytestmark = pytest.mark.live
+
+INVENTORY = """
+query($id: ID!) {
+  application(id: $id) {
+    certificates(first: 20) { edges { node { serialNumber status enrollmentMethod commonName } } }
+  }
+}
+"""
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_certbot_command(acme: dict[str, str]) -> list[str]:
+    """The README's `certbot certonly` line as argv, with its `$(acme FIELD)` look-ups filled in."""
+    section = README.read_text().split("## ACME", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    assert block, "README's ACME section has no sh block"
+    text = block.group(1).replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if "certbot certonly" in line)
+    line = re.sub(r'"\$\(acme (\w+)\)"', lambda match: shlex.quote(acme[match.group(1)]), line)
+    argv = shlex.split(line)
+    return argv[1:] if argv[0] == "sudo" else argv
+
+
+def certbot_binary() -> str:
+    """certbot from this virtualenv (a dev dependency), else from PATH."""
+    local = Path(sys.executable).parent / "certbot"
+    return str(local) if local.exists() else tool_or_skip("certbot")
+
+
+def dirs(tmp_path: Path) -> list[str]:
+    return [
+        "--config-dir",
+        str(tmp_path / "config"),
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--logs-dir",
+        str(tmp_path / "logs"),
+    ]
+
+
+async def inventory(gql: GraphQL, token: str, application_id: Any) -> dict[str, dict[str, Any]]:
+    data = await gql(INVENTORY, {"id": str(application_id)}, token=token)
+    return {
+        edge["node"]["serialNumber"]: edge["node"] for edge in data["application"]["certificates"]["edges"]
+    }
+
+
+async def test_certbot_obtains_renews_and_revokes_with_eab_over_http01(
+    live_server: str, org_admin: OrgAdmin, gql: GraphQL, tmp_path: Path
+) -> None:
+    certbot = certbot_binary()
+    target = await make_acme_target(org_admin.organization_id)
+    http_port = free_port()
+    name = "www.certbot.example.com"
+    common = [
+        "--non-interactive",
+        "--server",
+        target.directory_url,
+        *dirs(tmp_path),
+    ]
+    standalone = ["--standalone", "--http-01-port", str(http_port), "--http-01-address", "127.0.0.1"]
+    with (
+        challtestsrv(tool_or_skip("pebble-challtestsrv")) as dns,
+        acme_settings(http01_port=http_port, dns_resolver=dns.dns_address),
+    ):
+        # 1. Obtain: registers the account with EAB, answers http-01 from its standalone server.
+        await asyncio.to_thread(
+            run,
+            [
+                certbot,
+                "certonly",
+                *common,
+                *standalone,
+                "--agree-tos",
+                "-m",
+                "ops@certbot.example.com",
+                "--eab-kid",
+                target.eab_kid,
+                "--eab-hmac-key",
+                target.eab_hmac_key,
+                "-d",
+                name,
+            ],
+        )
+        live = tmp_path / "config" / "live" / name
+        first_serial = serial_of_file(live / "cert.pem")
+
+        # 2. Renew now (the account exists, so no EAB this time).
+        await asyncio.to_thread(
+            run,
+            [certbot, "renew", *common, *standalone, "--force-renewal", "--no-random-sleep-on-renew"],
+        )
+        second_serial = serial_of_file(live / "cert.pem")
+        assert second_serial != first_serial
+
+        # 3. Revoke the renewed one, signed by the account key, reason keyCompromise.
+        await asyncio.to_thread(
+            run,
+            [
+                certbot,
+                "revoke",
+                *common,
+                "--cert-path",
+                str(live / "cert.pem"),
+                "--reason",
+                "keycompromise",
+                "--no-delete-after-revoke",
+            ],
+        )
+
+    rows = {row.serial_hex: row for row in await Certificate.filter(application_id=target.application.id)}
+    first, second = rows[serial_hex(first_serial)], rows[serial_hex(second_serial)]
+    assert len(rows) == 2
+    assert {first.enrollment_method, second.enrollment_method} == {EnrollmentMethod.ACME}
+    assert (
+        first.common_name == name or {"type": "DNS", "value": name} in first.sans or name in str(first.sans)
+    )
+    # certbot's renewal is a new order: the old certificate stays valid (active, or renewed when the server
+    # links the two through ARI's `replaces`).
+    assert first.status in {CertificateStatus.ACTIVE, CertificateStatus.RENEWED}
+    assert second.status == CertificateStatus.REVOKED
+    assert second.revocation_reason is not None and "compromise" in second.revocation_reason.lower()
+
+    listed = await inventory(gql, org_admin.token, target.application.id)
+    assert listed[serial_hex(first_serial)]["enrollmentMethod"] == "ACME"
+    assert listed[serial_hex(second_serial)]["status"] == "REVOKED"
+    serials = await asyncio.to_thread(crl_serials, live_server, target.pki.intermediate.id)
+    assert second_serial in serials
+    assert first_serial not in serials
+
+
+async def test_readme_certbot_command_runs_against_the_demo(
+    live_server: str, db: str, tmp_path: Path
+) -> None:
+    """The README's command as written, plus only what a sandbox needs (port, address, directories)."""
+    certbot = certbot_binary()
+    demo = await setup_demo()
+    argv = readme_certbot_command(demo["acme"])
+    assert argv[0] == ".venv/bin/certbot" and "--standalone" in argv and "--eab-hmac-key" in argv
+    assert demo["acme"]["directory_url"].startswith(live_server)
+    http_port = free_port()
+    argv = [
+        certbot,
+        *argv[1:],
+        "--http-01-port",
+        str(http_port),
+        "--http-01-address",
+        "127.0.0.1",
+        *dirs(tmp_path),
+    ]
+    with (
+        challtestsrv(tool_or_skip("pebble-challtestsrv")) as dns,
+        acme_settings(http01_port=http_port, dns_resolver=dns.dns_address),
+    ):
+        await asyncio.to_thread(run, argv)
+    serial = serial_of_file(tmp_path / "config" / "live" / "www.shop.example.com" / "cert.pem")
+    row = await Certificate.get(serial_hex=serial_hex(serial))
+    assert str(row.application_id) == demo["application_id"]
+    assert row.enrollment_method == EnrollmentMethod.ACME
+    assert str(row.ca_id) == demo["ca_id"]
