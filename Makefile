@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check test-sqlite test-postgres bench schema migrations clean
+.PHONY: run test check test-sqlite test-postgres bench bench-sweep bench-acme schema migrations clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ test: check test-sqlite test-postgres
 bench: $(STAMP)
 	scripts/ensure-postgres
 	$(BIN)/python -m bench.issuance
+
+bench-sweep: $(STAMP)
+	scripts/ensure-postgres
+	$(BIN)/python -m bench.sweep
+
+bench-acme: $(STAMP)
+	scripts/ensure-acme-tools
+	$(BIN)/python -m bench.acme_load
 
 schema: $(STAMP)
 	$(BIN)/keyward schema > schema.graphql
