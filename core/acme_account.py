@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
 import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +18,7 @@ from tortoise.transactions import in_transaction
 
 from core import audit, runtime
 from core.authz import Actor
+from core.issuance import load_attachment_joined
 from models.acme import AcmeAccount, AcmeNonce, AcmeOrder
 from models.application import ApplicationProfile
 from pki import sealing
@@ -33,6 +37,14 @@ MAX_CONTACTS = 10
 _MAILTO = re.compile(r"^mailto:([A-Za-z0-9.!#$%&'*+/=^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)$")
 
 _minted = 0
+
+
+@dataclass(frozen=True)
+class PreloadedAccount:
+    """The account row a `kid` names, read with the attachment (None: no such account in this directory)."""
+
+    kid: str
+    account: AcmeAccount | None
 
 
 @dataclass(frozen=True)
@@ -58,19 +70,43 @@ def _not_found() -> AcmeProblem:
 
 async def load_acme_attachment(application_id: str, profile_id: str) -> ApplicationProfile:
     """The attachment with ACME enabled (application, profile, its CA and policy loaded), or a 404."""
+    attachment, _ = await load_acme_request(application_id, profile_id)
+    return attachment
+
+
+async def load_acme_request(
+    application_id: str, profile_id: str, *, kid: str | None = None
+) -> tuple[ApplicationProfile, PreloadedAccount | None]:
+    """The attachment (as load_acme_attachment) and, in the same query, the account a `kid` names.
+
+    Every ACME request starts here: one joined query, so a request costs as few round trips as possible.
+    The account comes back as a PreloadedAccount for verify_request, which still checks it in full.
+    """
     try:
         app_uuid, profile_uuid = uuid.UUID(application_id), uuid.UUID(profile_id)
     except ValueError:
         raise _not_found() from None
-    # One joined query: every ACME request starts here.
-    attachment = (
-        await ApplicationProfile.filter(application_id=app_uuid, profile_id=profile_uuid, acme_enabled=True)
-        .select_related("application", "profile", "profile__ca", "profile__policy")
-        .first()
+    account_id = None if kid is None else _kid_account_id(app_uuid, profile_uuid, kid)
+    attachment, account = await load_attachment_joined(
+        app_uuid,
+        profile_uuid,
+        with_application=True,
+        account_id=account_id,
+        with_account=account_id is not None,
     )
-    if attachment is None:
+    if attachment is None or not attachment.acme_enabled:
         raise _not_found()
-    return attachment
+    preloaded = None if kid is None else PreloadedAccount(kid, account if account_id is not None else None)
+    return attachment, preloaded
+
+
+def peek_kid(body: bytes) -> str | None:
+    """The `kid` of a JWS body, unverified (only to load its account early), or None."""
+    try:
+        kid = jws.parse_jws(body).protected.get("kid")
+    except Exception:  # noqa: BLE001 - verify_request reports a bad body in its proper order
+        return None
+    return kid if isinstance(kid, str) else None
 
 
 def acme_url(attachment: ApplicationProfile, path: str = "") -> str:
@@ -107,15 +143,61 @@ def directory(attachment: ApplicationProfile) -> dict[str, Any]:
 # Nonces ------------------------------------------------------------------------------------------------
 
 
-async def new_nonce() -> str:
-    """A fresh single-use nonce, stored so any replica can accept it."""
+_nonce_sql: dict[tuple[str, str], str] = {}
+# Per ACME request (reply_nonce_scope): the nonce its answer will carry, minted when its POST's nonce is used.
+_reply_nonce: ContextVar[list[str] | None] = ContextVar("acme_reply_nonce", default=None)
+
+
+def _nonce_query(kind: str, dialect: str) -> str:
+    """Nonce statements in plain SQL, one per use: every ACME response mints one, every POST uses one."""
+    key = (kind, dialect)
+    if key not in _nonce_sql:
+        p = ["?"] * 4 if dialect == "sqlite" else ["$1", "$2", "$3", "$4"]
+        table = AcmeNonce._meta.db_table
+        _nonce_sql[key] = {
+            "insert": f'INSERT INTO "{table}" ("value", "expires_at") VALUES ({p[0]}, {p[1]})',
+            "consume": f'DELETE FROM "{table}" WHERE "value" = {p[0]} AND "expires_at" > {p[1]} '
+            'RETURNING "value"',
+            # Uses one nonce and mints the next in the same row: the old value is gone once this commits.
+            "replace": f'UPDATE "{table}" SET "value" = {p[0]}, "expires_at" = {p[1]} '
+            f'WHERE "value" = {p[2]} AND "expires_at" > {p[3]} RETURNING "value"',
+        }[kind]
+    return _nonce_sql[key]
+
+
+def _expiry_value(moment: datetime) -> Any:
+    return AcmeNonce._meta.fields_map["expires_at"].to_db_value(moment, AcmeNonce)
+
+
+@contextlib.contextmanager
+def reply_nonce_scope() -> Iterator[None]:
+    """One ACME request: its POST's nonce is replaced, in one statement, by the one its answer carries."""
+    token = _reply_nonce.set([])
+    try:
+        yield
+    finally:
+        _reply_nonce.reset(token)
+
+
+async def _minted_one(now: datetime) -> None:
     global _minted
-    value = secrets.token_urlsafe(24)
-    now = datetime.now(UTC)
-    await AcmeNonce.create(value=value, expires_at=now + NONCE_TTL)
     _minted += 1
     if _minted % NONCE_PURGE_EVERY == 0:
         await purge_expired_nonces(now)
+
+
+async def new_nonce() -> str:
+    """A fresh single-use nonce, stored so any replica can accept it."""
+    reply = _reply_nonce.get()
+    if reply:
+        return reply.pop()  # minted when this request's nonce was used (consume_nonce)
+    value = secrets.token_urlsafe(24)
+    now = datetime.now(UTC)
+    connection = AcmeNonce._meta.db
+    await connection.execute_query(
+        _nonce_query("insert", connection.capabilities.dialect), [value, _expiry_value(now + NONCE_TTL)]
+    )
+    await _minted_one(now)
     return value
 
 
@@ -124,28 +206,64 @@ async def purge_expired_nonces(now: datetime | None = None) -> int:
 
 
 async def consume_nonce(value: str) -> None:
-    """Delete the nonce: the delete is atomic, so only the first request with it finds it; a replay not."""
-    if len(value) > 64 or not await AcmeNonce.filter(value=value, expires_at__gt=datetime.now(UTC)).delete():
-        raise AcmeProblem("badNonce", "the nonce is unknown, expired or already used: retry with a fresh one")
+    """Use the nonce up atomically, so only the first request with it finds it; a replay not.
+
+    Within a reply_nonce_scope the row is rewritten to the answer's fresh nonce (one statement for both),
+    elsewhere deleted.
+    """
+    if len(value) <= 64:
+        connection = AcmeNonce._meta.db
+        dialect = connection.capabilities.dialect
+        now = datetime.now(UTC)
+        reply = _reply_nonce.get()
+        replacement = secrets.token_urlsafe(24) if reply is not None and not reply else None
+        if replacement is None:
+            changed, rows = await connection.execute_query(
+                _nonce_query("consume", dialect), [value, _expiry_value(now)]
+            )
+        else:
+            changed, rows = await connection.execute_query(
+                _nonce_query("replace", dialect),
+                [replacement, _expiry_value(now + NONCE_TTL), value, _expiry_value(now)],
+            )
+        # SQLite answers with the RETURNING row; asyncpg runs the statement for its status ("DELETE 1").
+        if rows if dialect == "sqlite" else changed:
+            if replacement is not None and reply is not None:
+                reply.append(replacement)
+                await _minted_one(now)
+            return
+    raise AcmeProblem("badNonce", "the nonce is unknown, expired or already used: retry with a fresh one")
 
 
 # Request verification ----------------------------------------------------------------------------------
 
 
-async def _account_for_kid(attachment: ApplicationProfile, kid: str) -> AcmeAccount:
-    prefix = acme_url(attachment, "account/")
-    account_id: uuid.UUID | None = None
-    if kid.startswith(prefix):
-        try:
-            account_id = uuid.UUID(kid[len(prefix) :])
-        except ValueError:
-            account_id = None
-    account = (
-        None
-        if account_id is None
-        else await AcmeAccount.get_or_none(id=account_id, attachment_id=attachment.id)
-    )
-    if account is None:
+def _kid_account_id(application_id: uuid.UUID, profile_id: uuid.UUID, kid: str) -> uuid.UUID | None:
+    """The account id a `kid` names when it is an account URL of this directory, else None."""
+    base = runtime.settings().public_url.rstrip("/")
+    prefix = f"{base}/acme/applications/{application_id}/profiles/{profile_id}/account/"
+    if not kid.startswith(prefix):
+        return None
+    try:
+        return uuid.UUID(kid[len(prefix) :])
+    except ValueError:
+        return None
+
+
+async def _account_for_kid(
+    attachment: ApplicationProfile, kid: str, preloaded: PreloadedAccount | None = None
+) -> AcmeAccount:
+    account: AcmeAccount | None
+    if preloaded is not None and preloaded.kid == kid:
+        account = preloaded.account  # read with the attachment: the same query as below, joined
+    else:
+        account_id = _kid_account_id(attachment.application_id, attachment.profile_id, kid)
+        account = (
+            None
+            if account_id is None
+            else await AcmeAccount.get_or_none(id=account_id, attachment_id=attachment.id)
+        )
+    if account is None or account.attachment_id != attachment.id:
         raise AcmeProblem("accountDoesNotExist", "no account with this 'kid' exists in this directory")
     if account.status != "valid":
         raise AcmeProblem("unauthorized", f"the account is {account.status}")
@@ -153,11 +271,17 @@ async def _account_for_kid(attachment: ApplicationProfile, kid: str) -> AcmeAcco
 
 
 async def verify_request(
-    *, attachment: ApplicationProfile, body: bytes, url: str, require_account: bool = True
+    *,
+    attachment: ApplicationProfile,
+    body: bytes,
+    url: str,
+    require_account: bool = True,
+    preloaded: PreloadedAccount | None = None,
 ) -> VerifiedRequest:
     """Parse and verify a flattened JWS POST; raises AcmeProblem.
 
     `require_account`: the request must be signed by an account (kid); False also accepts a jwk.
+    `preloaded`: the kid's account as load_acme_request read it (saves a query; checked all the same).
     """
     if len(body) > MAX_BODY:
         raise AcmeProblem("malformed", f"request body exceeds {MAX_BODY} bytes", status=413)
@@ -169,7 +293,7 @@ async def verify_request(
     account: AcmeAccount | None = None
     jwk: dict[str, Any] | None = None
     if "kid" in protected:
-        account = await _account_for_kid(attachment, protected["kid"])
+        account = await _account_for_kid(attachment, protected["kid"], preloaded)
         key = jws.jwk_to_public_key(account.jwk)
     else:
         if require_account:

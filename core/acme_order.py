@@ -384,6 +384,8 @@ async def _order_authorizations(order: AcmeOrder) -> list[AcmeAuthorization]:
 async def get_order(*, attachment: ApplicationProfile, account: AcmeAccount, order_id: str) -> OrderView:
     """The account's own order with its current status; another account's order is `unauthorized`."""
     order = await _owned_order(account, order_id)
+    if order.status not in ("pending", "ready"):
+        return OrderView(order)  # final or processing: its status no longer depends on the authorizations
     view = OrderView(order, await _order_authorizations(order))
     return await refresh_order(view)
 
@@ -401,7 +403,12 @@ async def get_authorization(
     *, attachment: ApplicationProfile, account: AcmeAccount, authz_id: str, payload: Any = None
 ) -> AuthorizationView:
     """The account's own authorization; {"status": "deactivated"} deactivates it (RFC 8555 §7.5.2)."""
-    authorization = await AcmeAuthorization.get_or_none(id=_parse_uuid(authz_id, "authorization"))
+    parsed = _parse_uuid(authz_id, "authorization")
+    # One query for the authorization and its challenges (it always has some); the lone read is a fallback.
+    challenges = await AcmeChallenge.filter(authorization_id=parsed).select_related("authorization")
+    authorization = (
+        challenges[0].authorization if challenges else await AcmeAuthorization.get_or_none(id=parsed)
+    )
     if authorization is None:
         raise _not_found("authorization", authz_id)
     if authorization.account_id != account.id:
@@ -419,8 +426,7 @@ async def get_authorization(
         )
         authorization.status = "deactivated"
     await _expire_authorizations([authorization], now)
-    challenges = sorted(await AcmeChallenge.filter(authorization_id=authorization.id), key=_challenge_rank)
-    return AuthorizationView(authorization, challenges, authorization.status)
+    return AuthorizationView(authorization, sorted(challenges, key=_challenge_rank), authorization.status)
 
 
 # ---------------------------------------------------------------- finalize
@@ -570,6 +576,7 @@ async def finalize_order(
             enrollment_method=EnrollmentMethod.ACME,
             application=application,
             after_insert=mark_valid,
+            attachment=attachment,
         )
     except BaseException as exc:
         await AcmeOrder.filter(id=order.id, status="processing").update(status="ready", updated_at=_now())
@@ -586,6 +593,10 @@ async def finalize_order(
 
 async def _ordered_certificate(account: AcmeAccount, certificate_id: str) -> Certificate:
     parsed = _parse_uuid(certificate_id, "certificate")
+    # The usual case in one query: the certificate joined to an order of this account.
+    owned = await Certificate.filter(id=parsed, acme_orders__account_id=account.id).first()
+    if owned is not None:
+        return owned
     if not await AcmeOrder.filter(account_id=account.id, certificate_id=parsed).exists():
         if await AcmeOrder.filter(certificate_id=parsed).exists():
             raise _unauthorized("certificate")

@@ -12,11 +12,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from cryptography import x509
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
+from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from core import audit, outbox, runtime
@@ -25,6 +26,7 @@ from core.authz import Actor, Permission
 from core.ca import SigningMaterial, require_active, signing_material
 from core.errors import Conflict, InvalidCsr, InvalidInput, InvalidState, NotFound, PolicyViolation
 from models import (
+    AcmeAccount,
     Application,
     ApplicationProfile,
     Certificate,
@@ -124,39 +126,68 @@ _JOINED = (
     ("pol", CertificatePolicy),
     ("ca", CertificateAuthority),
 )
-_attachment_sql: dict[str, str] = {}
+_attachment_sql: dict[tuple[str, bool, bool], str] = {}
 
 
-def _attachment_query(dialect: str) -> str:
-    """One join for attachment, profile, policy and CA; written once per dialect from the models' columns."""
-    if dialect not in _attachment_sql:
-        columns = ", ".join(
-            f'{alias}."{column}" AS "{alias}__{column}"'
-            for alias, model in _JOINED
-            for column in model._meta.db_fields
-        )
+def _columns(alias: str, model: type[Model]) -> str:
+    return ", ".join(f'{alias}."{column}" AS "{alias}__{column}"' for column in model._meta.db_fields)
+
+
+def _attachment_query(dialect: str, *, with_application: bool = False, with_account: bool = False) -> str:
+    """One join for attachment, profile, policy and CA (and application, ACME account); built once each."""
+    key = (dialect, with_application, with_account)
+    if key not in _attachment_sql:
+        joined = list(_JOINED)
+        joins = [
+            f'JOIN "{CertificateProfile._meta.db_table}" p ON p."id" = ap."profile_id"',
+            f'JOIN "{CertificatePolicy._meta.db_table}" pol ON pol."id" = p."policy_id"',
+            f'JOIN "{CertificateAuthority._meta.db_table}" ca ON ca."id" = p."ca_id"',
+        ]
+        if with_application:
+            joined.append(("app", Application))
+            joins.append(f'JOIN "{Application._meta.db_table}" app ON app."id" = ap."application_id"')
+        if with_account:
+            third = "?" if dialect == "sqlite" else "$3"
+            joined.append(("acc", AcmeAccount))
+            joins.append(
+                f'LEFT JOIN "{AcmeAccount._meta.db_table}" acc '
+                f'ON acc."id" = {third} AND acc."attachment_id" = ap."id"'
+            )
+        columns = ", ".join(_columns(alias, model) for alias, model in joined)
         first, second = ("?", "?") if dialect == "sqlite" else ("$1", "$2")
-        _attachment_sql[dialect] = (
-            f'SELECT {columns} FROM "{ApplicationProfile._meta.db_table}" ap '
-            f'JOIN "{CertificateProfile._meta.db_table}" p ON p."id" = ap."profile_id" '
-            f'JOIN "{CertificatePolicy._meta.db_table}" pol ON pol."id" = p."policy_id" '
-            f'JOIN "{CertificateAuthority._meta.db_table}" ca ON ca."id" = p."ca_id" '
-            f'WHERE ap."application_id" = {first} AND ap."profile_id" = {second}'
+        # SQLite's ? are positional: the account's (in the LEFT JOIN) comes first in the text.
+        where = f'WHERE ap."application_id" = {first} AND ap."profile_id" = {second}'
+        _attachment_sql[key] = (
+            f'SELECT {columns} FROM "{ApplicationProfile._meta.db_table}" ap {" ".join(joins)} {where}'
         )
-    return _attachment_sql[dialect]
+    return _attachment_sql[key]
 
 
-async def _load_attachment(application_id: uuid.UUID, profile_id: uuid.UUID) -> ApplicationProfile | None:
-    """The hot path's one lookup, in raw SQL: the ORM's select_related spent a millisecond building it."""
+async def load_attachment_joined(
+    application_id: uuid.UUID,
+    profile_id: uuid.UUID,
+    *,
+    with_application: bool = False,
+    account_id: uuid.UUID | None = None,
+    with_account: bool = False,
+) -> tuple[ApplicationProfile | None, AcmeAccount | None]:
+    """The hot path's one lookup, in raw SQL: the ORM's select_related spent a millisecond building it.
+
+    With `with_account`, the ACME account `account_id` of this attachment comes in the same query (None
+    when it is not this attachment's).
+    """
     connection = ApplicationProfile._meta.db
     dialect = connection.capabilities.dialect
     values: list[Any] = [application_id, profile_id]
+    if with_account:
+        values = [account_id, *values] if dialect == "sqlite" else [*values, account_id]
     if dialect == "sqlite":
-        values = [str(value) for value in values]
-    rows = await connection.execute_query_dict(_attachment_query(dialect), values)
+        values = [None if value is None else str(value) for value in values]
+    query = _attachment_query(dialect, with_application=with_application, with_account=with_account)
+    rows = await connection.execute_query_dict(query, values)
     if not rows:
-        return None
-    split: dict[str, dict[str, Any]] = {alias: {} for alias, _ in _JOINED}
+        return None, None
+    split: dict[str, dict[str, Any]] = {alias: {} for alias in ("ap", "p", "pol", "ca", "app", "acc")}
     for key, value in rows[0].items():
         alias, _, column = key.partition("__")
         split[alias][column] = value
@@ -165,7 +196,35 @@ async def _load_attachment(application_id: uuid.UUID, profile_id: uuid.UUID) -> 
     profile.policy = CertificatePolicy._init_from_db(**split["pol"])
     profile.ca = CertificateAuthority._init_from_db(**split["ca"])
     attachment.profile = profile
+    if with_application:
+        attachment.application = Application._init_from_db(**split["app"])
+    account = None
+    if with_account and split["acc"].get("id") is not None:
+        account = AcmeAccount._init_from_db(**split["acc"])
+    return attachment, account
+
+
+async def _load_attachment(application_id: uuid.UUID, profile_id: uuid.UUID) -> ApplicationProfile | None:
+    attachment, _ = await load_attachment_joined(application_id, profile_id)
     return attachment
+
+
+def _joined(
+    attachment: ApplicationProfile | None, application_id: uuid.UUID, profile_id: uuid.UUID
+) -> TypeGuard[ApplicationProfile]:
+    """Whether the caller's attachment is this one, with its profile, policy and CA already loaded."""
+    if (
+        attachment is None
+        or attachment.application_id != application_id
+        or attachment.profile_id != profile_id
+    ):
+        return False
+    profile = getattr(attachment, "_profile", None)
+    return (
+        isinstance(profile, CertificateProfile)
+        and isinstance(getattr(profile, "_policy", None), CertificatePolicy)
+        and isinstance(getattr(profile, "_ca", None), CertificateAuthority)
+    )
 
 
 def _method_enabled(attachment: ApplicationProfile, method: EnrollmentMethod) -> bool:
@@ -180,11 +239,17 @@ async def load_issuance_context(
     profile_id: uuid.UUID,
     method: EnrollmentMethod,
     application: Application | None = None,
+    attachment: ApplicationProfile | None = None,
 ) -> IssuanceContext:
-    """Authorize and load, in two queries when the CA material is cached; refuse what cannot issue."""
+    """Authorize and load, in two queries when the CA material is cached; refuse what cannot issue.
+
+    `attachment`: the caller's own read of this attachment in this request (from _load_attachment's
+    join: profile, policy and CA loaded), which is then not read again.
+    """
     if application is None:
         application = await load_application(actor, application_id, Permission.CERTIFICATE_ISSUE)
-    attachment = await _load_attachment(application.id, profile_id)
+    if not _joined(attachment, application.id, profile_id):
+        attachment = await _load_attachment(application.id, profile_id)
     if attachment is None:
         exists = await CertificateProfile.exists(id=profile_id, organization_id=application.organization_id)
         if not exists:
@@ -585,6 +650,7 @@ async def issue_certificate(
     source_address: str | None = None,
     application: Application | None = None,
     after_insert: Callable[[Certificate, BaseDBAsyncClient], Awaitable[None]] | None = None,
+    attachment: ApplicationProfile | None = None,
 ) -> Certificate:
     """Issue from a CSR, or with a server-generated key from subject/SANs; policy checked on every path."""
     if source_address is not None:
@@ -624,6 +690,7 @@ async def issue_certificate(
         profile_id=profile_id,
         method=enrollment_method,
         application=application,
+        attachment=attachment,
     )
     profile = context.profile
     lifetime = _validity(validity, profile)

@@ -39,6 +39,13 @@ async def _answer(
     request: Request, attachment_holder: list[ApplicationProfile], work: Callable[[], Awaitable[Response]]
 ) -> Response:
     """Run `work`; problems become problem documents, anything else serverInternal (logged, no internals)."""
+    with acme_account.reply_nonce_scope():
+        return await _answer_in_scope(request, attachment_holder, work)
+
+
+async def _answer_in_scope(
+    request: Request, attachment_holder: list[ApplicationProfile], work: Callable[[], Awaitable[Response]]
+) -> Response:
     try:
         return await work()
     except AcmeProblem as problem:
@@ -87,12 +94,30 @@ def _post(path: str, handler: Handler, *, require_account: bool = True) -> Route
         holder: list[ApplicationProfile] = []
 
         async def work() -> Response:
-            attachment = await _attachment(request, holder)
-            body = await _read_body(request)
+            # The body first, so the kid's account is read in the attachment's query; a directory that
+            # does not exist still answers 404 before any complaint about the body.
+            unreadable: AcmeProblem | None = None
+            body = b""
+            try:
+                body = await _read_body(request)
+            except AcmeProblem as problem:
+                unreadable = problem
+            attachment, preloaded = await acme_account.load_acme_request(
+                request.path_params["app_id"],
+                request.path_params["profile_id"],
+                kid=None if unreadable else acme_account.peek_kid(body),
+            )
+            holder.append(attachment)
+            if unreadable is not None:
+                raise unreadable
             params = {k: v for k, v in request.path_params.items() if k not in ("app_id", "profile_id")}
             url = acme_url(attachment, path.format(**params))
             verified = await verify_request(
-                attachment=attachment, body=body, url=url, require_account=require_account
+                attachment=attachment,
+                body=body,
+                url=url,
+                require_account=require_account,
+                preloaded=preloaded,
             )
             return await handler(verified, params)
 
