@@ -6,13 +6,16 @@ import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.extensions import AddValidationRules, MaskErrors, ParserCache, ValidationCache
+from strawberry.extensions.query_depth_limiter import create_validator
 from strawberry.tools import merge_types
 
 from api.graphql import alert, application, audit, certificate, identity, pki
 from core.errors import KeywardError
 
 log = logging.getLogger("keyward.graphql")
+
+DEPTH_LIMIT_RULE = create_validator(max_depth=12, should_ignore=None)
 
 DOMAINS = [identity, audit, pki, certificate, application, alert]
 
@@ -50,8 +53,9 @@ def build_schema() -> strawberry.Schema:
             # Clients send the same few documents again and again: parse and validate each once (~3 ms each).
             lambda: ParserCache(maxsize=512),
             # The deepest legitimate document (application → certificates → edges → node → renewedFrom → ...)
-            # is about 8 levels; deeper ones are refused before they are executed.
-            lambda: QueryDepthLimiter(max_depth=12),
+            # is about 8 levels; deeper ones are refused before they are executed. One rule class for the
+            # process: a new class per request (QueryDepthLimiter) would miss the validation cache every time.
+            lambda: AddValidationRules([DEPTH_LIMIT_RULE]),
             lambda: ValidationCache(maxsize=512),
         ],
     )
