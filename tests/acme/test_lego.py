@@ -52,10 +52,9 @@ def lego_command(
         "--email",
         "ops@lego.example.com",
         "--eab",
-        "--kid",
-        target.eab_kid,
-        "--hmac",
-        target.eab_hmac_key,
+        f"--kid={target.eab_kid}",
+        # The "=" form: a base64url key may begin with "-", which a flag parser takes for an option.
+        f"--hmac={target.eab_hmac_key}",
         "--key-type",
         "ec256",
         *solver,
