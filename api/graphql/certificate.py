@@ -351,11 +351,11 @@ class ImportCertificateInput:
     metadata: JSON | None = None
 
 
-@guard_type(Permission.CERTIFICATE_READ)
 @strawberry.type
-class IssueCertificatePayload:
+class ScopedPayload:
+    """A mutation's result: its fields are checked against the scope of the certificate it is about."""
+
     _scope: strawberry.Private[Scope]
-    certificate: Certificate
 
     def authz_scope(self) -> Scope:
         return self._scope
@@ -363,55 +363,41 @@ class IssueCertificatePayload:
 
 @guard_type(Permission.CERTIFICATE_READ)
 @strawberry.type
-class RenewCertificatePayload:
-    _scope: strawberry.Private[Scope]
+class IssueCertificatePayload(ScopedPayload):
+    certificate: Certificate
+
+
+@guard_type(Permission.CERTIFICATE_READ)
+@strawberry.type
+class RenewCertificatePayload(ScopedPayload):
     certificate: Certificate = strawberry.field(description="The new certificate.")
     previous: Certificate = strawberry.field(description="The renewed one, now RENEWED and still valid.")
 
-    def authz_scope(self) -> Scope:
-        return self._scope
-
 
 @guard_type(Permission.CERTIFICATE_READ)
 @strawberry.type
-class UpdateCertificatePayload:
-    _scope: strawberry.Private[Scope]
+class UpdateCertificatePayload(ScopedPayload):
     certificate: Certificate
 
-    def authz_scope(self) -> Scope:
-        return self._scope
-
 
 @guard_type(Permission.CERTIFICATE_READ)
 @strawberry.type
-class RevokeCertificatePayload:
-    _scope: strawberry.Private[Scope]
+class RevokeCertificatePayload(ScopedPayload):
     certificate: Certificate
 
-    def authz_scope(self) -> Scope:
-        return self._scope
-
 
 @guard_type(Permission.CERTIFICATE_READ)
 @strawberry.type
-class ExportCertificatePayload:
-    _scope: strawberry.Private[Scope]
+class ExportCertificatePayload(ScopedPayload):
     filename: str
     pem: str | None = strawberry.field(description="With format PEM: leaf, chain, optional root and key.")
     pkcs12_base64: str | None = strawberry.field(description="With format PKCS12: the file, base64.")
 
-    def authz_scope(self) -> Scope:
-        return self._scope
-
 
 @guard_type(Permission.CERTIFICATE_READ)
 @strawberry.type
-class ImportCertificatePayload:
-    _scope: strawberry.Private[Scope]
+class ImportCertificatePayload(ScopedPayload):
     certificate: Certificate
-
-    def authz_scope(self) -> Scope:
-        return self._scope
 
 
 def _import_data(input: ImportCertificateInput) -> bytes:
