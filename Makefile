@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check test-sqlite test-postgres bench bench-sweep bench-acme schema migrations clean
+.PHONY: run test check test-sqlite test-postgres bench bench-sweep bench-acme bench-scep bench-metrics bench-est schema migrations clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,15 +20,21 @@ run: $(STAMP)
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy api core models pki worker
+	$(BIN)/mypy api core models pki worker agent
 
 test-sqlite: $(STAMP)
 	scripts/ensure-acme-tools
+	scripts/ensure-est-tools
+	scripts/ensure-scep-tools
+	scripts/ensure-browser-tools
 	KEYWARD_TEST_DB=sqlite $(BIN)/pytest -q
 
 test-postgres: $(STAMP)
 	scripts/ensure-postgres
 	scripts/ensure-acme-tools
+	scripts/ensure-est-tools
+	scripts/ensure-scep-tools
+	scripts/ensure-browser-tools
 	KEYWARD_TEST_DB=postgres $(BIN)/pytest -q
 
 test: check test-sqlite test-postgres
@@ -44,6 +50,18 @@ bench-sweep: $(STAMP)
 bench-acme: $(STAMP)
 	scripts/ensure-acme-tools
 	$(BIN)/python -m bench.acme_load
+
+bench-est: $(STAMP)
+	scripts/ensure-postgres
+	$(BIN)/python -m bench.est_load
+
+bench-scep: $(STAMP)
+	scripts/ensure-scep-tools
+	$(BIN)/python -m bench.scep_load
+
+bench-metrics: $(STAMP)
+	scripts/ensure-postgres
+	$(BIN)/python -m bench.metrics_scrape
 
 schema: $(STAMP)
 	$(BIN)/keyward schema > schema.graphql

@@ -12,10 +12,14 @@ from starlette.routing import BaseRoute, Route
 from tortoise import Tortoise
 
 from api.body_limit import BodyLimit
+from api.graphiql import KeywardGraphQLWithIDE, static_mount
 from api.graphql.schema import schema
-from api.graphql.view import KeywardGraphQL
+from api.metrics import metrics_endpoint
+from api.middleware import http_middleware
 from api.routes import acme as acme_routes
+from api.routes import est as est_routes
 from api.routes import pki as pki_routes
+from api.routes import scep as scep_routes
 from core import runtime
 from core.db import close_db, init_db
 
@@ -46,12 +50,16 @@ def create_app(*, manage_db: bool = True) -> Starlette:
                 await close_db()
 
     # 2 MiB is ample for any mutation, a PKCS#12 import included, and keeps a flood of bytes out of memory.
-    graphql_app = BodyLimit(KeywardGraphQL(schema, graphql_ide="graphiql"), max_bytes=2 * 1024 * 1024)
+    graphql_app = BodyLimit(KeywardGraphQLWithIDE(schema, graphql_ide="graphiql"), max_bytes=2 * 1024 * 1024)
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        static_mount(),  # GraphiQL's vendored assets (api/graphiql.py): nothing loads from another origin
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
         *pki_routes.routes,
         *acme_routes.routes,
+        *scep_routes.routes,
+        *est_routes.routes,
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=http_middleware())

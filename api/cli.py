@@ -77,35 +77,58 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _configure_logging() -> None:
+    """KEYWARD_LOG_FORMAT (text or json) and KEYWARD_LOG_LEVEL, for serve and worker alike."""
+    from core.logs import configure_logging
+
+    settings = runtime.settings()
+    configure_logging(level=settings.log_level, log_format=settings.log_format)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.tls import serve_options
 
     if args.with_worker:
-        asyncio.run(_serve_with_worker(args.host, args.port))
+        asyncio.run(_serve_with_worker(args.host, args.port, serve_options(args)))
         return 0
+    _configure_logging()
     app = create_app()
-    uvicorn.run(app, host=args.host, port=args.port, log_level=runtime.settings().log_level)
+    # log_config=None keeps our logging (core/logs.py); the middleware logs each request, not uvicorn.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=runtime.settings().log_level,
+        log_config=None,
+        access_log=False,
+        **serve_options(args),
+    )
     return 0
 
 
-async def _serve_with_worker(host: str, port: int) -> None:
+async def _serve_with_worker(host: str, port: int, options: dict[str, Any] | None = None) -> None:
     """The embedded default: the API and the worker's scheduler in one process, on one loop."""
-    import logging
-
     import uvicorn
 
     from api.app import create_app
     from core.db import close_db, init_db
     from worker.main import running_scheduler
 
-    logging.basicConfig(level=runtime.settings().log_level.upper())
+    _configure_logging()
     await init_db(runtime.settings().database_url)
     try:
         async with running_scheduler():
             config = uvicorn.Config(
-                create_app(manage_db=False), host=host, port=port, log_level=runtime.settings().log_level
+                create_app(manage_db=False),
+                host=host,
+                port=port,
+                log_level=runtime.settings().log_level,
+                log_config=None,
+                access_log=False,
+                **(options or {}),
             )
             await uvicorn.Server(config).serve()
     finally:
@@ -113,13 +136,19 @@ async def _serve_with_worker(host: str, port: int) -> None:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    import logging
-
     from worker.main import run_worker
 
-    logging.basicConfig(level=runtime.settings().log_level.upper())
+    _configure_logging()
     asyncio.run(run_worker())
     return 0
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agent.runner import run
+
+    return run(Path(args.config), once=args.once)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -148,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--with-worker", action="store_true", help="also run the worker's scheduled jobs in this process"
     )
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
+    serve.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    serve.add_argument(
+        "--tls-client-ca", metavar="FILE", help="ask for TLS client certificates from these PEM CAs (EST)"
+    )
     serve.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="create the demo organization, PKI and application (idempotent)")
@@ -160,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "worker", help="run the scheduled jobs: outbox, alert deliveries, expiration alerts, renewals, CRLs"
     ).set_defaults(func=_cmd_worker)
+
+    agent = sub.add_parser("agent", help="keep this host's certificates issued and renewed through the API")
+    agent.add_argument("--config", required=True, help="the agent's YAML configuration (agent.yaml)")
+    agent.add_argument("--once", action="store_true", help="run one pass and exit (cron, tests)")
+    agent.set_defaults(func=_cmd_agent)
 
     sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)
     return parser

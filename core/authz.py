@@ -38,6 +38,7 @@ class Permission(str, Enum):
     PRIVATE_KEY_READ = "certificate:private_key_read"
     AUDIT_READ = "audit:read"  # the application's audit log
     ALERTS_MANAGE = "application:alerts_manage"  # create/update/delete alerts, send test alerts
+    SCEP_CHALLENGE_CREATE = "application:scep_challenge_create"  # dynamic SCEP one-time challenges
 
 
 _MEMBER_PERMISSIONS = frozenset({Permission.PKI_READ, Permission.PRODUCT_READ, Permission.SELF})
@@ -50,6 +51,7 @@ _OPERATOR = frozenset(
         Permission.CERTIFICATE_ISSUE,
         Permission.CERTIFICATE_REVOKE,
         Permission.PRIVATE_KEY_READ,
+        Permission.SCEP_CHALLENGE_CREATE,
     }
 )
 _ADMIN = _OPERATOR | {

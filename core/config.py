@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import re
 import stat
 import sys
 from dataclasses import dataclass, field
@@ -13,13 +14,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 from core.errors import ConfigurationError
+from core.ops_config import OPS_VARIABLES, ops_settings
 
 DEFAULT_DATABASE_URL = "sqlite://./data/keyward.sqlite3"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 DEFAULT_KEK_FILE = "./data/kek.key"
 
 # Every variable a later feature reads must be listed here, so a typo fails loudly instead of being ignored.
-KNOWN_VARIABLES = {
+KNOWN_VARIABLES = set(OPS_VARIABLES) | {  # OPS_VARIABLES: logs, CORS, metrics (issue #8)
     "KEYWARD_DATABASE_URL",
     "KEYWARD_PUBLIC_URL",
     "KEYWARD_KEK_FILE",
@@ -43,6 +45,13 @@ KNOWN_VARIABLES = {
     "KEYWARD_ACME_HTTP01_PORT",
     "KEYWARD_ACME_TLSALPN01_PORT",
     "KEYWARD_ACME_ALLOW_PRIVATE_IDENTIFIERS",
+    # `keyward agent` (issue #8): its default token variable, and a clock override for tests only.
+    "KEYWARD_AGENT_TOKEN",
+    "KEYWARD_AGENT_NOW",
+    # EST (issue #5) and reverse proxies
+    "KEYWARD_EST_CLIENT_CERT_HEADER",
+    "KEYWARD_EST_ALLOW_PLAIN_HTTP",
+    "KEYWARD_TRUSTED_PROXIES",
 }
 
 
@@ -74,6 +83,19 @@ class Settings:
     acme_http01_port: int = 80
     acme_tlsalpn01_port: int = 443
     acme_allow_private_identifiers: bool = False
+    # Operating (issue #8, core/ops_config.py): log format, CORS origins (none: no CORS headers), the bearer
+    # token /metrics requires (None: public), and where `keyward worker` serves its metrics (None: off).
+    log_format: str = "text"
+    cors_origins: tuple[str, ...] = ()
+    metrics_token: str | None = field(default=None, repr=False)
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
+    # EST: the header a TLS-terminating proxy puts the URL-encoded client certificate PEM in (None: off),
+    # the proxies (addresses/networks) whose headers are believed, and whether HTTP Basic may travel over
+    # plain HTTP (tests and closed networks only; the passphrase would cross the wire in the clear).
+    est_client_cert_header: str | None = None
+    est_allow_plain_http: bool = False
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def is_sqlite(self) -> bool:
@@ -202,6 +224,34 @@ def _acme_settings(env: dict[str, str]) -> dict[str, Any]:
     }
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+
+
+def _est_settings(env: dict[str, str]) -> dict[str, Any]:
+    """KEYWARD_EST_* and KEYWARD_TRUSTED_PROXIES (comma-separated addresses or CIDR networks)."""
+    header = env.get("KEYWARD_EST_CLIENT_CERT_HEADER", "").strip()
+    if header and not _HEADER_NAME.match(header):
+        raise ConfigurationError(
+            f"KEYWARD_EST_CLIENT_CERT_HEADER={header!r} must be an HTTP header name, e.g. X-SSL-Client-Cert"
+        )
+    plain = env.get("KEYWARD_EST_ALLOW_PLAIN_HTTP", "").strip().lower()
+    if plain not in _TRUE | _FALSE:
+        raise ConfigurationError(f"KEYWARD_EST_ALLOW_PLAIN_HTTP={plain!r} must be true or false")
+    proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for item in filter(None, (part.strip() for part in env.get("KEYWARD_TRUSTED_PROXIES", "").split(","))):
+        try:
+            proxies.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigurationError(
+                f"KEYWARD_TRUSTED_PROXIES: {item!r} is not an IP address or network, e.g. 10.1.0.0/16"
+            ) from None
+    return {
+        "est_client_cert_header": header.lower() or None,
+        "est_allow_plain_http": plain in _TRUE,
+        "trusted_proxies": tuple(proxies),
+    }
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate the environment once; raise ConfigurationError with the variable's name."""
     env = dict(os.environ if environ is None else environ)
@@ -227,6 +277,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         **smtp,
         **_worker_settings(env),
         **_acme_settings(env),
+        **ops_settings(env),
+        **_est_settings(env),
         database_url=_check_database_url(env.get("KEYWARD_DATABASE_URL", DEFAULT_DATABASE_URL)),
         public_url=_check_public_url(env.get("KEYWARD_PUBLIC_URL", DEFAULT_PUBLIC_URL)),
         kek_file=env.get("KEYWARD_KEK_FILE", DEFAULT_KEK_FILE),

@@ -21,7 +21,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from core import audit, channel
+from core import audit, channel, metrics
 from core.access import load_application
 from core.authz import Actor, Permission
 from core.channel import AttemptResult, Notification
@@ -169,8 +169,11 @@ async def _claim(*, batch_size: int, lease: timedelta) -> list[_Claimed]:
 
 async def _send(claim: _Claimed) -> tuple[AttemptResult, int]:
     started = time.monotonic()
+    channel_type = "unknown"
     try:
         ch = await AlertChannel.get_or_none(id=claim.channel_id)
+        if ch is not None:
+            channel_type = ch.type.value
         if ch is None:
             result = AttemptResult(ok=False, error="the channel no longer exists", retryable=False)
         else:
@@ -178,6 +181,8 @@ async def _send(claim: _Claimed) -> tuple[AttemptResult, int]:
     except Exception as error:  # noqa: BLE001 - send never raises by contract; a bug must not stop the sweep
         log.exception("delivery %s: sending raised", claim.delivery_id)
         result = AttemptResult(ok=False, error=f"internal error: {type(error).__name__}", retryable=True)
+    if not result.ok:
+        metrics.record_delivery_failure(channel_type)
     return result, int((time.monotonic() - started) * 1000)
 
 

@@ -6,14 +6,17 @@ token for the demo Product Admin (tokens are stored hashed, so an old one cannot
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from typing import Any
 
 from core import application as application_service
 from core import authn, runtime
 from core import ca as ca_service
+from core import est as est_service
 from core import policy as policy_service
 from core import profile as profile_service
+from core import scep as scep_service
 from core.acme_account import acme_url
 from core.authz import Actor
 from core.bootstrap import init_organization
@@ -32,6 +35,7 @@ DEMO_ORG = "demo"
 DEMO_ADMIN_EMAIL = "admin@demo.example.com"
 DEMO_APPLICATION = "payments-api"
 DEMO_PROFILE = "tls-server"
+DEMO_EST_USERNAME = "est-demo"
 
 TLS_SERVER_RULES: dict[str, Any] = {
     "subject": [{"type": "CN", "allowed": ["example.com", "**.example.com"]}],
@@ -108,6 +112,8 @@ async def setup_demo() -> dict[str, Any]:
             api=application_service.ApiEnrollmentSettings(enabled=True, auto_renew=True),
         )
     acme = await _enable_acme(actor, application.id, profile.id, org.id)
+    est = await _enable_est(actor, application.id, profile.id)
+    scep = await _enable_scep(actor, application.id, profile.id)
     token, _ = await authn.create_token(principal=admin, kind=TokenKind.API, name="demo")
     public_url = runtime.settings().public_url
     return {
@@ -121,6 +127,8 @@ async def setup_demo() -> dict[str, Any]:
         "profile_id": str(profile.id),
         "application_id": str(application.id),
         "acme": acme,
+        "est": est,
+        "scep": scep,
     }
 
 
@@ -139,4 +147,39 @@ async def _enable_acme(
         "eab_hmac_key": application_service.acme_eab_hmac_key(
             actor=actor, attachment=attachment, organization_id=organization_id
         ),
+    }
+
+
+async def _enable_est(actor: Actor, application_id: uuid.UUID, profile_id: uuid.UUID) -> dict[str, str]:
+    """EST on for the demo pair with a fresh passphrase each run: only its hash is stored."""
+    passphrase = secrets.token_urlsafe(18)
+    attachment = await est_service.enable_est(
+        actor=actor,
+        application_id=application_id,
+        profile_id=profile_id,
+        username=DEMO_EST_USERNAME,
+        passphrase=passphrase,
+    )
+    base_url = est_service.est_url(attachment)
+    return {"base_url": base_url, "username": DEMO_EST_USERNAME, "password": passphrase}
+
+
+async def _enable_scep(actor: Actor, application_id: uuid.UUID, profile_id: uuid.UUID) -> dict[str, str]:
+    """SCEP on for the demo pair with a fresh static challenge each run: only its hash is stored.
+
+    The demo CA key is ECDSA: clients that encrypt to every GetCACert certificate (micromdm's scepclient)
+    must pick the RA by its SHA-256 fingerprint (`-ca-fingerprint`).
+    """
+    challenge = secrets.token_hex(16)
+    attachment = await scep_service.enable_scep(
+        actor=actor,
+        application_id=application_id,
+        profile_id=profile_id,
+        challenge_mode="static",
+        static_challenge=challenge,
+    )
+    return {
+        "url": scep_service.scep_url(attachment),
+        "challenge": challenge,
+        "ra_sha256": scep_service.ra_fingerprint(attachment) or "",
     }

@@ -10,6 +10,7 @@ from models.organization import Organization
 from models.outbox import OutboxEvent
 from models.pki import CertificateAuthority, CertificatePolicy, CertificateProfile
 from models.principal import ApiToken, Principal
+from models.scep import ScepChallenge, ScepTransaction
 
 __all__ = [
     "AcmeAccount",
@@ -36,4 +37,6 @@ __all__ = [
     "OutboxEvent",
     "Principal",
     "ProductMembership",
+    "ScepChallenge",
+    "ScepTransaction",
 ]

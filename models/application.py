@@ -49,6 +49,24 @@ class ApplicationProfile(Model):
     acme_eab_kid = fields.CharField(max_length=64, null=True, unique=True)
     # The EAB HMAC key sealed under the KEK (context b"eab:<attachment id>"); revealed to app Admins only.
     acme_eab_hmac_encrypted = fields.BinaryField(null=True)
+    # EST (RFC 7030): HTTP Basic (username and an argon2 hash of the passphrase, write-only) and/or TLS
+    # client certificates issued by the uploaded bootstrap CA chain (PEM).
+    est_enabled = fields.BooleanField(default=False)
+    est_username = fields.CharField(max_length=64, null=True)
+    est_passphrase_hash = fields.CharField(max_length=255, null=True)
+    est_client_ca_pem = fields.TextField(null=True)
+    # SCEP (RFC 8894): a static challenge (argon2 hash, write-only) or dynamic one-time challenges
+    # (models/scep.py), and the pair's RA certificate with its RSA key sealed under the KEK
+    # (context b"scep-ra:<attachment id>").
+    scep_enabled = fields.BooleanField(default=False)
+    scep_challenge_mode = fields.CharField(max_length=16, default="static")  # static | dynamic
+    scep_static_challenge_hash = fields.CharField(max_length=255, null=True)
+    scep_challenge_ttl_seconds = fields.IntField(default=3600)
+    scep_max_pending_challenges = fields.IntField(default=100)
+    scep_include_ca = fields.BooleanField(default=True)
+    scep_allow_renewal = fields.BooleanField(default=True)
+    scep_ra_certificate_pem = fields.TextField(null=True)
+    scep_ra_key_encrypted = fields.BinaryField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

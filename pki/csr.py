@@ -51,7 +51,8 @@ def load_csr(data: str | bytes) -> x509.CertificateSigningRequest:
         if raw[:1] == b"\x30":
             return x509.load_der_x509_csr(raw)
         return x509.load_der_x509_csr(_decode_base64(raw))
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+    # InvalidVersion is not a ValueError: a request with a bad version field raised it past every caller.
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion):
         raise InvalidCsr(_NOT_A_CSR) from None
 
 

@@ -14,7 +14,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from core import runtime
 from core.db import close_db, init_db
 from core.errors import ConfigurationError
+from worker.instrument import instrumented
 from worker.jobs import Job, all_jobs
+from worker.metrics_server import serving_metrics
 
 log = logging.getLogger("keyward.worker")
 # APScheduler announces every run at INFO (every few seconds); its warnings and errors still show.
@@ -42,7 +44,7 @@ def build_scheduler() -> AsyncIOScheduler:
         # One run at a time per job, and a missed run is merged into the next instead of piling up. The first
         # run is at start, so a restarted worker picks up what its predecessor left at once.
         scheduler.add_job(
-            job.run,
+            instrumented(job),  # a log line and metrics per run
             "interval",
             seconds=intervals[job.id],
             id=job.id,
@@ -72,8 +74,12 @@ async def run_worker() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    settings = runtime.settings()
+    metrics_server = serving_metrics(
+        settings.worker_metrics_host, settings.worker_metrics_port, settings.metrics_token
+    )
     try:
-        async with running_scheduler():
+        async with metrics_server, running_scheduler():
             await stop.wait()
     finally:
         await close_db()

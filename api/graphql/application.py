@@ -34,7 +34,9 @@ from models import enums
 
 if TYPE_CHECKING:
     from api.graphql.certificate import Certificate, CertificateFilter
+    from api.graphql.est import EstEnrollment
     from api.graphql.pki import CertificateProfile
+    from api.graphql.scep import ScepEnrollment
 
 
 @strawberry.enum(name="ApplicationRole", description="ADMIN configures and manages members; OPERATOR issues")
@@ -150,6 +152,18 @@ class AttachedProfile:
         if not isinstance(self._model.profile, CertificateProfileModel):
             await self._model.fetch_related("profile")
         return CertificateProfile.from_model(self._model.profile)
+
+    @guarded_field(Permission.APPLICATION_READ, description="EST (RFC 7030) enrollment settings.")
+    def est(self) -> Annotated[EstEnrollment, strawberry.lazy("api.graphql.est")]:
+        from api.graphql.est import EstEnrollment
+
+        return EstEnrollment.from_model(self._model, self._organization_id)
+
+    @guarded_field(Permission.APPLICATION_READ, description="SCEP (RFC 8894) enrollment settings.")
+    def scep(self) -> Annotated[ScepEnrollment, strawberry.lazy("api.graphql.scep")]:
+        from api.graphql.scep import ScepEnrollment
+
+        return ScepEnrollment.from_model(self._model, self._organization_id)
 
     @classmethod
     def from_model(cls, model: ApplicationProfileModel, organization_id: uuid.UUID) -> AttachedProfile:

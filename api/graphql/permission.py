@@ -49,6 +49,7 @@ _APPLICATION_PERMISSIONS = frozenset(
         Permission.PRIVATE_KEY_READ,
         Permission.AUDIT_READ,
         Permission.ALERTS_MANAGE,
+        Permission.SCEP_CHALLENGE_CREATE,
     }
 )
 

@@ -40,6 +40,8 @@ from factories import CERTIFICATE_FIELDS, Pki, cached_key, make_pki
 from graphql import GraphQLObjectType, get_named_type
 from test_authz_matrix_acme import ACME_OPERATIONS
 from test_authz_matrix_alerts import ALERT_OPERATIONS
+from test_authz_matrix_est import EST_OPERATIONS
+from test_authz_matrix_scep import SCEP_OPERATIONS
 from test_authz_roles import OPERATIONS as IDENTITY_AND_APPLICATION_OPERATIONS
 
 from api.graphql.schema import schema
@@ -529,7 +531,14 @@ OPERATIONS: list[Operation] = [
 ]
 
 CELLS = [pytest.param(op, role, id=f"{op.name}-{role}") for op in OPERATIONS for role in CAST_ROLES]
-ALL_OPERATIONS = [*IDENTITY_AND_APPLICATION_OPERATIONS, *OPERATIONS, *ALERT_OPERATIONS, *ACME_OPERATIONS]
+ALL_OPERATIONS = [
+    *IDENTITY_AND_APPLICATION_OPERATIONS,
+    *OPERATIONS,
+    *ALERT_OPERATIONS,
+    *ACME_OPERATIONS,
+    *EST_OPERATIONS,
+    *SCEP_OPERATIONS,
+]
 
 
 def test_every_row_names_every_role() -> None:
@@ -556,6 +565,7 @@ SECRET_FIELDS: dict[str, str] = {
     "CreateApiTokenPayload.token": "the plaintext API token, shown once to its creator",
     "LoginPayload.token": "the plaintext session token, shown once to who logged in",
     "AcmeEnrollment.eabHmacKey": "the ACME external account binding HMAC key (application Admins)",
+    "ScepChallenge.challenge": "a dynamic SCEP challenge, shown once to its creator (Operators, Admins)",
 }
 SECRET_LOOKING = re.compile(
     r"private|secret|password|passphrase|hmac|credential|challenge|pkcs12|keyPem|Key$|^token$|Token$", re.I

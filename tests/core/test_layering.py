@@ -14,6 +14,8 @@ FORBIDDEN = {
     "core": {"api", "worker", "strawberry", "starlette", "uvicorn", "apscheduler"},
     "pki": {"api", "worker", "core", "models", "tortoise", "strawberry", "starlette"},
     "models": {"api", "worker", "core", "strawberry", "starlette"},
+    # The agent is a client of the GraphQL API over HTTP: no database, no server code (issue #8).
+    "agent": {"api", "worker", "core", "models", "tortoise", "strawberry", "starlette", "uvicorn"},
 }
 
 
