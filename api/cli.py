@@ -91,6 +91,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.tls import serve_options
 
+    if args.workers != 1:
+        from api.serve_multi import serve_processes
+
+        _configure_logging()
+        serve_processes(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            with_worker=args.with_worker,
+            options=serve_options(args),
+        )
+        return 0
     if args.with_worker:
         asyncio.run(_serve_with_worker(args.host, args.port, serve_options(args)))
         return 0
@@ -176,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
         "--with-worker", action="store_true", help="also run the worker's scheduled jobs in this process"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="API processes (above 1 needs PostgreSQL: api/serve_multi.py)"
     )
     serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
     serve.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")

@@ -1,6 +1,7 @@
 """ACME throughput: Keyward against Debian's Pebble, in the same run, with the same client.
 
     .venv/bin/python -m bench.acme_load [--clients 16,64] [--seconds 10] [--no-pebble] [--profile]
+        [--keyward-db sqlite|postgres] [--keyward-workers N]
 
 For each server and each concurrency N, N clients run at once; each registers an account (with EAB on
 Keyward), then loops: new order for a fresh name -> http-01 answered by a responder in this process ->
@@ -8,10 +9,13 @@ finalize with a fresh P-256 CSR -> download the chain. New flows start for `--se
 finish (bounded). Prints completed orders per second for both servers and the ratio Keyward/Pebble.
 
 Both servers resolve names through one pebble-challtestsrv on loopback (every name -> 127.0.0.1) and
-validate against the same responder. Keyward: one uvicorn process (`keyward serve --with-worker`) on a
-temporary SQLite database. Pebble: `PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0`, TLS with a throwaway
-certificate made here. Clients poll every POLL_SECONDS on both, whatever Retry-After says, so neither
-server's hint decides the figure. Needs Debian's pebble (scripts/ensure-acme-tools installs it).
+validate against the same responder. Keyward, by default: one uvicorn process (`keyward serve
+--with-worker`) on a temporary SQLite database; `--keyward-db postgres --keyward-workers N` runs it in the
+deployment shape instead: N API processes (`keyward serve --workers N --with-worker`) on a scratch
+PostgreSQL database (KEYWARD_BENCH_PG_ADMIN_URL, default the local server), dropped afterwards. The shape
+is printed with every Keyward figure. Pebble: `PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0`, TLS with a
+throwaway certificate made here. Clients poll every POLL_SECONDS on both, whatever Retry-After says, so
+neither server's hint decides the figure. Needs Debian's pebble (scripts/ensure-acme-tools installs it).
 """
 
 from __future__ import annotations
@@ -418,13 +422,52 @@ async def _prepare_keyward(database_url: str, kek: bytes, public_url: str) -> tu
         await Tortoise.close_connections()
 
 
+PG_ADMIN_URL = os.environ.get("KEYWARD_BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How Keyward runs in this bench: its database and number of API processes."""
+
+    db: str = "sqlite"
+    workers: int = 1
+
+    def describe(self) -> str:
+        processes = "1 process" if self.workers == 1 else f"{self.workers} API processes + 1 worker process"
+        return f"{'SQLite' if self.db == 'sqlite' else 'PostgreSQL'}, {processes}"
+
+
 @contextlib.asynccontextmanager
 async def keyward_server(
-    workdir: Path, dns: str, http01_port: int, profile_file: Path | None = None
+    workdir: Path, dns: str, http01_port: int, profile_file: Path | None = None, shape: Shape = Shape()
 ) -> AsyncIterator[Target]:
     port = _free_port()
+    scratch: str | None = None
+    if shape.db == "postgres":
+        from core.db import create_scratch_database, drop_scratch_database
+
+        database_url = scratch = await create_scratch_database(PG_ADMIN_URL, prefix="keyward_acme_bench")
+    else:
+        database_url = f"sqlite://{workdir / 'keyward.sqlite3'}"
+    try:
+        async with _keyward_process(workdir, dns, http01_port, profile_file, shape, port, database_url) as t:
+            yield t
+    finally:
+        if scratch is not None:
+            await drop_scratch_database(PG_ADMIN_URL, scratch)
+
+
+@contextlib.asynccontextmanager
+async def _keyward_process(
+    workdir: Path,
+    dns: str,
+    http01_port: int,
+    profile_file: Path | None,
+    shape: Shape,
+    port: int,
+    database_url: str,
+) -> AsyncIterator[Target]:
     public_url = f"http://127.0.0.1:{port}"
-    database_url = f"sqlite://{workdir / 'keyward.sqlite3'}"
     kek = os.urandom(32)
     kek_file = workdir / "kek"
     kek_file.write_text(base64.b64encode(kek).decode() + "\n")
@@ -444,6 +487,8 @@ async def keyward_server(
     if profile_file is not None:
         argv += ["-m", "cProfile", "-o", str(profile_file)]
     argv += ["-m", "api.cli", "serve", "--with-worker", "--host", "127.0.0.1", "--port", str(port)]
+    if shape.workers != 1:
+        argv += ["--workers", str(shape.workers)]
     log = (workdir / "keyward.log").open("wb")
     process = _spawn(argv, env=env, log=log)
     try:
@@ -547,8 +592,11 @@ def _line(result: Result) -> str:
     )
 
 
-async def _main(clients: list[int], seconds: float, with_pebble: bool, profile: bool) -> int:
+async def _main(
+    clients: list[int], seconds: float, with_pebble: bool, profile: bool, shape: Shape = Shape()
+) -> int:
     results: dict[tuple[str, int], Result] = {}
+    print(f"Keyward runs as: {shape.describe()} (machine: {os.cpu_count()} CPUs, shared with this client)")
     with tempfile.TemporaryDirectory(prefix="keyward-acme-bench-") as tmp, challtestsrv() as dns:
         workdir = Path(tmp)
         async with Responder() as responder:
@@ -557,7 +605,8 @@ async def _main(clients: list[int], seconds: float, with_pebble: bool, profile: 
                 servers.append(("pebble", pebble_server))
             for name, server in servers:
                 profile_file = workdir / f"{name}.prof" if profile and name == "keyward" else None
-                async with server(workdir, dns, responder.port, profile_file) as target:
+                extra = {"shape": shape} if name == "keyward" else {}
+                async with server(workdir, dns, responder.port, profile_file, **extra) as target:
                     for n in clients:
                         print(f"[{name}] {n} clients for {seconds:.0f}s ...", file=sys.stderr)
                         result = await run_load(target, responder, n, seconds)
@@ -581,7 +630,7 @@ async def _main(clients: list[int], seconds: float, with_pebble: bool, profile: 
         for n in clients:
             ours, theirs = results[("keyward", n)], results[("pebble", n)]
             ratio = f"{ours.rate / theirs.rate:.2f}x" if theirs.rate else "inf (Pebble completed none)"
-            rates = f"Keyward {ours.rate:.2f}/s, Pebble {theirs.rate:.2f}/s"
+            rates = f"Keyward ({shape.describe()}) {ours.rate:.2f}/s, Pebble {theirs.rate:.2f}/s"
             print(f"{n:>3} clients: {rates}, Keyward/Pebble {ratio}")
     return 1 if any(r.completed == 0 for (t, _), r in results.items() if t == "keyward") else 0
 
@@ -592,9 +641,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window per level and server")
     parser.add_argument("--no-pebble", action="store_true", help="measure Keyward alone")
     parser.add_argument("--profile", action="store_true", help="run the Keyward server under cProfile")
+    parser.add_argument(
+        "--keyward-db", choices=("sqlite", "postgres"), default="sqlite", help="Keyward's database"
+    )
+    parser.add_argument(
+        "--keyward-workers", type=int, default=1, help="Keyward API processes (above 1 needs postgres)"
+    )
     args = parser.parse_args(argv)
+    if args.keyward_workers > 1 and args.keyward_db != "postgres":
+        parser.error("--keyward-workers above 1 needs --keyward-db postgres")
+    if args.profile and args.keyward_workers > 1:
+        parser.error("--profile profiles one process: use it with --keyward-workers 1")
     clients = [int(part) for part in args.clients.split(",") if part.strip()]
-    return asyncio.run(_main(clients, args.seconds, not args.no_pebble, args.profile))
+    shape = Shape(db=args.keyward_db, workers=args.keyward_workers)
+    return asyncio.run(_main(clients, args.seconds, not args.no_pebble, args.profile, shape))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,11 @@ def decode_pkcs10(body: bytes) -> bytes:
 
     Also tolerated, as clients in the field send them: PEM armour and raw DER.
     """
-    data = bytes(body).strip()
+    raw = bytes(body)
+    if raw[:1] == b"\x30":
+        # Raw DER, taken as sent: stripping would eat a final byte that happens to be whitespace.
+        return raw
+    data = raw.strip()
     if not data:
         raise InvalidCsr("the request body is empty: send the base64 DER of a PKCS#10 request")
     if data.startswith(b"-----BEGIN"):
@@ -66,8 +70,6 @@ def decode_pkcs10(body: bytes) -> bytes:
             return x509.load_pem_x509_csr(data).public_bytes(serialization.Encoding.DER)
         except ValueError:
             raise InvalidCsr("the PEM body is not a PKCS#10 request") from None
-    if data[:1] == b"\x30":
-        return data
     compact = b"".join(data.split())
     try:
         der = base64.b64decode(compact + b"=" * (-len(compact) % 4), validate=True)
