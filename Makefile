@@ -27,6 +27,7 @@ test-sqlite: $(STAMP)
 	scripts/ensure-est-tools
 	scripts/ensure-scep-tools
 	scripts/ensure-browser-tools
+	scripts/ensure-sync-tools
 	KEYWARD_TEST_DB=sqlite $(BIN)/pytest -q
 
 test-postgres: $(STAMP)
@@ -35,6 +36,7 @@ test-postgres: $(STAMP)
 	scripts/ensure-est-tools
 	scripts/ensure-scep-tools
 	scripts/ensure-browser-tools
+	scripts/ensure-sync-tools
 	KEYWARD_TEST_DB=postgres $(BIN)/pytest -q
 
 test: check test-sqlite test-postgres

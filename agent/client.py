@@ -155,14 +155,16 @@ class KeywardClient:
             default_key_algorithm=str(profile["defaultKeyAlgorithm"]),
         )
 
-    def find_by_serial(self, target: Target, name: str, serial_hex: str) -> tuple[str, str] | None:
-        """The inventory id and status of the certificate on disk, looked up by a name and its serial."""
+    def find_by_serial(self, target: Target, name: str, serial: int) -> tuple[str, str] | None:
+        """The inventory id and status of the certificate on disk, looked up by a name and its serial.
+
+        Serials compare as numbers: the server pads its hex to whole octets, Python's hex does not."""
         after: str | None = None
         for _ in range(20):  # at most 1,000 certificates carrying this name
             data = self._call(FIND, {"id": target.application_id, "name": name, "after": after})
             page = data["application"]["certificates"]
             for edge in page["edges"]:
-                if edge["node"]["serialNumber"].upper() == serial_hex.upper():
+                if int(edge["node"]["serialNumber"], 16) == serial:
                     return str(edge["node"]["id"]), str(edge["node"]["status"])
             if not page["pageInfo"]["hasNextPage"]:
                 return None

@@ -126,7 +126,7 @@ class Agent:
                 if moment >= cert.not_valid_after_utc
                 else f"expires at {cert.not_valid_after_utc.isoformat()}, inside the renew-before window"
             )
-            issued, action = self._renew_or_issue(spec, target, key_type, f"{cert.serial_number:X}")
+            issued, action = self._renew_or_issue(spec, target, key_type, cert.serial_number)
         else:
             reason = disk.problem or "no certificate"
             issued, action = self._obtain(spec, target, key_type, None)
@@ -142,12 +142,12 @@ class Agent:
         return Outcome(True, None)
 
     def _renew_or_issue(
-        self, spec: CertificateSpec, target: Target, key_type: KeyAlgorithm, serial_hex: str
+        self, spec: CertificateSpec, target: Target, key_type: KeyAlgorithm, serial: int
     ) -> tuple[Issued, str]:
-        found = self.client.find_by_serial(target, spec.sans[0].value, serial_hex)
+        found = self.client.find_by_serial(target, spec.sans[0].value, serial)
         if found is None or found[1] not in {"ACTIVE", "EXPIRED"}:
             why = "not in the inventory" if found is None else f"{found[1].lower()} in the inventory"
-            log.info("certificate %s: serial %s is %s; issuing a new one", spec.name, serial_hex, why)
+            log.info("certificate %s: serial %X is %s; issuing a new one", spec.name, serial, why)
             return self._obtain(spec, target, key_type, None)
         return self._obtain(spec, target, key_type, found[0])
 

@@ -19,6 +19,7 @@ from tortoise.transactions import in_transaction
 from core import certificate as certificate_service
 from core import runtime
 from core.acme_account import acme_actor
+from core.approval import ApprovalPending
 from core.authz import Actor
 from core.errors import (
     InvalidCsr,
@@ -577,7 +578,11 @@ async def finalize_order(
             application=application,
             after_insert=mark_valid,
             attachment=attachment,
+            approval_correlation=str(order.id),
         )
+    except ApprovalPending:
+        # Held by an approval policy: the order stays processing until core.approval decides it.
+        return view
     except BaseException as exc:
         await AcmeOrder.filter(id=order.id, status="processing").update(status="ready", updated_at=_now())
         order.status = "ready"

@@ -35,7 +35,8 @@ from models.enums import ChannelType, DeliveryStatus
 from pki.errors import PkiError
 from pki.pattern import validate_pattern
 
-EVENT_TYPES = ("expiration", "issuance", "renewal", "revocation")
+# "approval": a request waits for its approvers (core/approval.py).
+EVENT_TYPES = ("expiration", "issuance", "renewal", "revocation", "approval")
 MAX_CHANNELS = 10
 MAX_RECIPIENTS = 50
 MAX_THRESHOLD_DAYS = 3650

@@ -39,6 +39,11 @@ class Permission(str, Enum):
     AUDIT_READ = "audit:read"  # the application's audit log
     ALERTS_MANAGE = "application:alerts_manage"  # create/update/delete alerts, send test alerts
     SCEP_CHALLENGE_CREATE = "application:scep_challenge_create"  # dynamic SCEP one-time challenges
+    APPROVAL_POLICY_MANAGE = "application:approval_policy_manage"  # create/update/delete approval policies
+    # Approve or reject a request; the service also requires being a listed approver of the current step.
+    APPROVAL_DECIDE = "application:approval_decide"
+    SYNC_MANAGE = "application:sync_manage"  # create/update/delete syncs and their credentials
+    SYNC_RUN = "application:sync_run"  # run a sync, remove a certificate from one
 
 
 _MEMBER_PERMISSIONS = frozenset({Permission.PKI_READ, Permission.PRODUCT_READ, Permission.SELF})
@@ -52,9 +57,13 @@ _OPERATOR = frozenset(
         Permission.CERTIFICATE_REVOKE,
         Permission.PRIVATE_KEY_READ,
         Permission.SCEP_CHALLENGE_CREATE,
+        Permission.APPROVAL_DECIDE,
+        Permission.SYNC_RUN,
     }
 )
 _ADMIN = _OPERATOR | {
+    Permission.SYNC_MANAGE,
+    Permission.APPROVAL_POLICY_MANAGE,
     Permission.APPLICATION_UPDATE,
     Permission.MEMBERS_MANAGE,
     Permission.ENROLLMENT_MANAGE,

@@ -367,6 +367,10 @@ def subject_line(notification: Notification) -> str:
     app = notification.application_name
     if notification.event_type == EVENT_TEST:
         return f"[Keyward] Test of alert {notification.alert_name} for {app}"
+    if notification.event_type == "approval.requested":
+        details = notification.details
+        name = details.get("commonName") or ", ".join(details.get("requestedSans") or [])
+        return f"[Keyward] Approval requested: certificate {name or '(no name)'} of {app}"
     if count == 1:
         what = f"certificate {notification.certificates[0].get('commonName') or '(no CN)'} of {app}"
     else:
@@ -386,6 +390,13 @@ def _happened(notification: Notification) -> str:
         return (
             f"This is a test sent from alert {notification.alert_name!r} of application "
             f"{notification.application_name}. The certificate below is a sample."
+        )
+    if notification.event_type == "approval.requested":
+        return (
+            f"Alert {notification.alert_name!r}: request {details.get('approvalRequestId')} by "
+            f"{details.get('requester')} waits for step {details.get('step')} of {details.get('steps')} "
+            f"of policy {details.get('policy')!r} ({details.get('required')} approval(s) needed) until "
+            f"{details.get('expiresAt')}. Approvers: approve or reject it in Keyward (approvalRequests)."
         )
     if notification.event_type == "certificate.expiring":
         return (

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from core.errors import ConfigurationError
 from core.ops_config import OPS_VARIABLES, ops_settings
+from core.sync_settings import sync_settings
 
 DEFAULT_DATABASE_URL = "sqlite://./data/keyward.sqlite3"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -52,6 +53,10 @@ KNOWN_VARIABLES = set(OPS_VARIABLES) | {  # OPS_VARIABLES: logs, CORS, metrics (
     "KEYWARD_EST_CLIENT_CERT_HEADER",
     "KEYWARD_EST_ALLOW_PLAIN_HTTP",
     "KEYWARD_TRUSTED_PROXIES",
+    # Syncs (issue #6, core/sync_settings.py)
+    "KEYWARD_SYNC_MAX_CONCURRENCY",
+    "KEYWARD_SYNC_LOCAL_ROOTS",
+    "KEYWARD_SYNC_POST_COMMANDS",
 }
 
 
@@ -96,6 +101,11 @@ class Settings:
     est_client_cert_header: str | None = None
     est_allow_plain_http: bool = False
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Syncs: pushes in flight per destination, the directories local syncs may write under (none: local
+    # syncs are refused), and whether a local sync may run a post-sync command on the worker's host.
+    sync_max_concurrency: int = 4
+    sync_local_roots: tuple[str, ...] = ()
+    sync_post_commands: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -279,6 +289,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         **_acme_settings(env),
         **ops_settings(env),
         **_est_settings(env),
+        **sync_settings(env),
         database_url=_check_database_url(env.get("KEYWARD_DATABASE_URL", DEFAULT_DATABASE_URL)),
         public_url=_check_public_url(env.get("KEYWARD_PUBLIC_URL", DEFAULT_PUBLIC_URL)),
         kek_file=env.get("KEYWARD_KEK_FILE", DEFAULT_KEK_FILE),

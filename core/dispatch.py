@@ -16,7 +16,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from core import delivery
+from core import delivery, sync
 from core.channel import Notification
 from models import Alert, Application, Certificate, OutboxEvent
 
@@ -28,6 +28,7 @@ ALERT_EVENT_TYPES = {
     "certificate.renewed": "renewal",
     "certificate.revoked": "revocation",
     "certificate.renewal_failed": "renewal",
+    "approval.requested": "approval",
 }
 
 # Payload keys that describe the certificate (already in `certificates`); the rest become `details`.
@@ -68,6 +69,8 @@ async def _fan_out(event: OutboxEvent, conn: BaseDBAsyncClient, cache: dict[Any,
     alerts = [a for a in cache[key] if alert_type in (a.event_types or [])]
     if not alerts:
         return 0
+    if alert_type == "approval":
+        return await _fan_out_approval(event, alerts, conn, cache)
     certificate = None
     if event.certificate_id is not None:
         certificate = await Certificate.filter(id=event.certificate_id).using_db(conn).first()
@@ -104,6 +107,39 @@ async def _fan_out(event: OutboxEvent, conn: BaseDBAsyncClient, cache: dict[Any,
     return queued
 
 
+async def _fan_out_approval(
+    event: OutboxEvent, alerts: list[Any], conn: BaseDBAsyncClient, cache: dict[Any, Any]
+) -> int:
+    """An approval request has no certificate yet: alerts filter on its profile only."""
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    assert event.application_id is not None
+    app_key = ("application", event.application_id)
+    if app_key not in cache:
+        cache[app_key] = await Application.filter(id=event.application_id).using_db(conn).get()
+    queued = 0
+    for alert in alerts:
+        if alert.profile_ids and str(payload.get("profile_id")) not in {str(p) for p in alert.profile_ids}:
+            continue
+        notification = Notification(
+            event_id=event.id,
+            event_type=event.event_type,
+            occurred_at=event.created_at,
+            organization_id=event.organization_id,
+            application_id=event.application_id,
+            application_name=cache[app_key].name,
+            alert_name=alert.name,
+            details={_camel(k): v for k, v in payload.items() if v is not None},
+        )
+        queued += await delivery.enqueue(
+            alert=alert,
+            channels=sorted(alert.channels, key=lambda c: c.position),
+            notification=notification,
+            conn=conn,
+            ignore_existing=True,
+        )
+    return queued
+
+
 async def dispatch_outbox(*, batch_size: int = 100) -> int:
     """Fan out every unprocessed outbox event, oldest first; returns how many events were processed."""
     processed = 0
@@ -119,6 +155,7 @@ async def dispatch_outbox(*, batch_size: int = 100) -> int:
             cache: dict[Any, Any] = {}
             for event in events:
                 await _fan_out(event, conn, cache)
+                await sync.on_outbox_event(event, conn, cache)  # syncs (core/sync.py)
             if events:
                 now = datetime.now(UTC)
                 ids: list[uuid.UUID] = [e.id for e in events]

@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from core import audit, outbox, runtime
+from core import approval, audit, outbox, runtime
 from core.access import load_application
+from core.approval import ApprovalPending
 from core.authz import Actor, Permission
 from core.ca import signing_material
 from core.errors import (
@@ -61,7 +62,7 @@ from pki import sealing
 from pki.certificate import load_certificate, serial_hex
 from pki.csr import CsrInfo
 from pki.duration import parse_duration
-from pki.est import EstError
+from pki.est import EstError, EstPending
 from pki.key import KeyAlgorithm, load_private_key
 from pki.name import format_name
 from pki.san import SubjectAltName
@@ -480,6 +481,9 @@ async def simple_enroll(attachment: ApplicationProfile, caller: EstCaller, body:
     """/simpleenroll: authenticate, then issue from the CSR through the one issuance path."""
     actor = await authenticate(attachment, caller)
     der = _decode(body)
+    correlation = await _approval_state(attachment, actor, der)
+    if isinstance(correlation, Certificate):
+        return Enrolled(correlation, _chain_of(correlation))
     try:
         certificate = await issue_certificate(
             actor=actor,
@@ -490,10 +494,39 @@ async def simple_enroll(attachment: ApplicationProfile, caller: EstCaller, body:
             source_address=caller.source_address,
             application=attachment.application,
             attachment=attachment,
+            approval_correlation=correlation,
         )
+    except ApprovalPending as pending:
+        raise EstPending(pending.retry_after) from None
     except KeywardError as exc:
         raise _refusal(exc) from None
     return Enrolled(certificate, _chain_of(certificate))
+
+
+async def _approval_state(
+    attachment: ApplicationProfile, actor: Actor, der: bytes, *, kind: str = "simpleenroll"
+) -> str | Certificate | None:
+    """The retry of a request an approval policy held: its certificate once issued, 202 while pending.
+
+    Matched on the authenticated identity and the CSR's public key and subject. Returns the correlation key
+    for a new request (None when no policy covers the pair), or the issued certificate.
+    """
+    if await approval.covering_policy(attachment.id) is None:
+        return None
+    try:
+        key = approval.est_correlation(actor, der, kind)
+    except ValueError:
+        raise EstError(400, "the CSR cannot be used: it is not a PKCS#10 request") from None
+    held = await approval.latest_for(attachment.id, key)
+    if held is None:
+        return key
+    if held.status in (approval.PENDING, approval.APPROVED):
+        raise EstPending(approval.RETRY_AFTER_SECONDS)
+    if held.status == approval.ISSUED and held.certificate is not None:
+        return held.certificate
+    if held.status == approval.ISSUED:
+        return key
+    raise EstError(403, f"the request was {held.status}: {held.failure_reason or 'no reason given'}")
 
 
 async def server_keygen(attachment: ApplicationProfile, caller: EstCaller, body: bytes) -> Enrolled:
@@ -507,22 +540,30 @@ async def server_keygen(attachment: ApplicationProfile, caller: EstCaller, body:
         raise EstError(403, "server-side key generation returns a private key: use HTTPS")
     der = _decode(body)
     info = _parse(der)
+    held = await _approval_state(attachment, actor, der, kind="serverkeygen")
     try:
-        certificate = await issue_certificate(
-            actor=actor,
-            application_id=attachment.application_id,
-            profile_id=attachment.profile_id,
-            subject=info.subject,
-            sans=info.sans,
-            key_algorithm=info.key_algorithm,
-            key_usages=sorted(info.key_usages) or None,
-            extended_key_usages=sorted(info.extended_key_usages) or None,
-            auto_renew=False,
-            enrollment_method=EnrollmentMethod.EST,
-            source_address=caller.source_address,
-            application=attachment.application,
-            attachment=attachment,
+        certificate = (
+            held
+            if isinstance(held, Certificate)
+            else await issue_certificate(
+                actor=actor,
+                application_id=attachment.application_id,
+                profile_id=attachment.profile_id,
+                subject=info.subject,
+                sans=info.sans,
+                key_algorithm=info.key_algorithm,
+                key_usages=sorted(info.key_usages) or None,
+                extended_key_usages=sorted(info.extended_key_usages) or None,
+                auto_renew=False,
+                enrollment_method=EnrollmentMethod.EST,
+                source_address=caller.source_address,
+                application=attachment.application,
+                attachment=attachment,
+                approval_correlation=held,
+            )
         )
+    except ApprovalPending as pending:
+        raise EstPending(pending.retry_after) from None
     except KeywardError as exc:
         raise _refusal(exc) from None
     assert certificate.encrypted_private_key is not None

@@ -664,8 +664,15 @@ async def issue_certificate(
     application: Application | None = None,
     after_insert: Callable[[Certificate, BaseDBAsyncClient], Awaitable[None]] | None = None,
     attachment: ApplicationProfile | None = None,
+    approval_correlation: str | None = None,
+    approved_request_id: uuid.UUID | None = None,
 ) -> Certificate:
-    """Issue from a CSR, or with a server-generated key from subject/SANs; policy checked on every path."""
+    """Issue from a CSR, or with a server-generated key from subject/SANs; policy checked on every path.
+
+    Under an active approval policy it raises core.approval.ApprovalPending (a request now waits) instead,
+    unless `approved_request_id` says this is that request, approved. `approval_correlation`: the
+    protocol's handle (ACME order, EST retry key, SCEP transaction) stored with the request.
+    """
     if source_address is not None:
         actor = dataclasses.replace(actor, source_address=source_address)
     # Cheap input checks come first, so a malformed request costs no query.
@@ -743,6 +750,23 @@ async def issue_certificate(
         raise InvalidInput(
             "auto-renewal needs a server-generated key; renew certificates issued from a CSR with a new CSR",
             field="autoRenew",
+        )
+    if approved_request_id is None:
+        from core import approval  # noqa: PLC0415 - approval issues through this module
+
+        await approval.hold_if_required(
+            context,
+            prepared,
+            csr=csr,
+            subject=requested_subject,
+            sans=requested_sans,
+            key_algorithm=algorithm,
+            key_usages=requested_key_usages,
+            extended_key_usages=requested_ekus,
+            validity=lifetime,
+            metadata=checked_metadata,
+            auto_renew=auto_renew,
+            correlation=approval_correlation,
         )
     if csr_info is not None:
         key = KeyMaterial(csr_info.public_key, None, csr_info.key_algorithm)

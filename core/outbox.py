@@ -14,9 +14,17 @@ CERTIFICATE_RENEWED = "certificate.renewed"
 CERTIFICATE_REVOKED = "certificate.revoked"
 # Auto-renewal failed (policy changed, CA disabled, profile gone); it is retried later with backoff.
 CERTIFICATE_RENEWAL_FAILED = "certificate.renewal_failed"
+# A request waits for the approvers of its current step (core/approval.py); no certificate exists yet.
+APPROVAL_REQUESTED = "approval.requested"
 
 EVENT_TYPES = frozenset(
-    {CERTIFICATE_ISSUED, CERTIFICATE_RENEWED, CERTIFICATE_REVOKED, CERTIFICATE_RENEWAL_FAILED}
+    {
+        CERTIFICATE_ISSUED,
+        CERTIFICATE_RENEWED,
+        CERTIFICATE_REVOKED,
+        CERTIFICATE_RENEWAL_FAILED,
+        APPROVAL_REQUESTED,
+    }
 )
 
 

@@ -31,6 +31,7 @@ from tortoise.transactions import in_transaction
 
 from core import audit, runtime
 from core.access import load_application
+from core.approval import ApprovalPending
 from core.authz import Actor, Permission
 from core.ca import SigningMaterial, require_active, signing_material
 from core.certificate import RenewalMode, renew_certificate
@@ -665,15 +666,51 @@ async def _dynamic_challenge(attachment: ApplicationProfile, challenge: str) -> 
     return row
 
 
-def _needs_approval(attachment: ApplicationProfile) -> bool:
-    """Whether an approval policy holds this request (approvals arrive with their own issue): never yet."""
-    return False
+async def _resent(
+    endpoint: Endpoint, message: pki_scep.PkiMessage, envelope: pki_scep.Envelope
+) -> bytes | None:
+    """A PKCSReq sent again while (or after) approval held it: answered like GetCertInitial.
+
+    scepclient resends its PKCSReq every 30 seconds after PENDING instead of polling with GetCertInitial.
+    """
+    row = (
+        await ScepTransaction.filter(
+            attachment_id=endpoint.attachment.id,
+            transaction_id=message.reply_to.transaction_id,
+            csr_der__not_isnull=True,
+        )
+        .order_by("-created_at")
+        .first()
+        .prefetch_related("certificate")
+    )
+    if row is None or row.csr_der != envelope.plaintext:
+        return None
+    return _transaction_reply(endpoint, message, row, envelope)
+
+
+def _transaction_reply(
+    endpoint: Endpoint, message: pki_scep.PkiMessage, row: ScepTransaction, envelope: pki_scep.Envelope
+) -> bytes:
+    if row.status == "pending":
+        return pki_scep.build_cert_rep(
+            ra_certificate=endpoint.ra.certificate,
+            ra_key=endpoint.ra.key,
+            ra_chain=_ca_chain(endpoint),
+            reply_to=message.reply_to,
+            status=PkiStatus.PENDING,
+        )
+    if row.status == "issued" and row.certificate is not None:
+        return _success(endpoint, message, row.certificate.certificate_pem, envelope.cipher)
+    raise ScepError("the transaction was refused", FailInfo.BAD_REQUEST)
 
 
 async def _enroll(endpoint: Endpoint, message: pki_scep.PkiMessage, source_address: str | None) -> bytes:
     attachment = endpoint.attachment
     envelope = _open(endpoint, message)
     csr_der = envelope.plaintext
+    resent = await _resent(endpoint, message, envelope)
+    if resent is not None:
+        return resent
     challenge = pki_scep.challenge_password(csr_der)
     if not challenge:
         raise ScepError("the CSR carries no challengePassword", FailInfo.BAD_REQUEST)
@@ -682,22 +719,8 @@ async def _enroll(endpoint: Endpoint, message: pki_scep.PkiMessage, source_addre
         dynamic = await _dynamic_challenge(attachment, challenge)
     elif not _static_matches(attachment, challenge):
         raise ScepError("the challenge password is wrong", FailInfo.BAD_REQUEST)
-
-    if _needs_approval(attachment):
-        await ScepTransaction.create(
-            attachment_id=attachment.id,
-            transaction_id=message.reply_to.transaction_id,
-            message_type=message.message_type.value,
-            status="pending",
-            csr_der=csr_der,
-        )
-        return pki_scep.build_cert_rep(
-            ra_certificate=endpoint.ra.certificate,
-            ra_key=endpoint.ra.key,
-            ra_chain=_ca_chain(endpoint),
-            reply_to=message.reply_to,
-            status=PkiStatus.PENDING,
-        )
+    # The transaction row's id is the approval request's handle, should a policy hold the request.
+    transaction_row_id = uuid.uuid4()
 
     async def record(certificate: Certificate, conn: BaseDBAsyncClient) -> None:
         # In the issuing transaction: a one-time challenge is spent exactly when its certificate exists, so
@@ -719,17 +742,56 @@ async def _enroll(endpoint: Endpoint, message: pki_scep.PkiMessage, source_addre
             using_db=conn,
         )
 
-    certificate = await issue_certificate(
-        actor=_actor(endpoint, message, source_address),
-        application_id=attachment.application_id,
-        profile_id=attachment.profile_id,
-        csr=csr_der,
-        enrollment_method=EnrollmentMethod.SCEP,
-        application=attachment.application,
-        attachment=attachment,
-        after_insert=record,
-    )
+    try:
+        certificate = await issue_certificate(
+            actor=_actor(endpoint, message, source_address),
+            application_id=attachment.application_id,
+            profile_id=attachment.profile_id,
+            csr=csr_der,
+            enrollment_method=EnrollmentMethod.SCEP,
+            application=attachment.application,
+            attachment=attachment,
+            after_insert=record,
+            approval_correlation=str(transaction_row_id),
+        )
+    except ApprovalPending:
+        return await _hold(endpoint, message, transaction_row_id, csr_der, dynamic)
     return _success(endpoint, message, certificate.certificate_pem, envelope.cipher)
+
+
+async def _hold(
+    endpoint: Endpoint,
+    message: pki_scep.PkiMessage,
+    row_id: uuid.UUID,
+    csr_der: bytes,
+    dynamic: ScepChallenge | None,
+) -> bytes:
+    """PENDING: the transaction waits for the approval request; a one-time challenge is spent now."""
+    async with in_transaction() as conn:
+        if dynamic is not None:
+            spent = (
+                await ScepChallenge.filter(id=dynamic.id, used_at=None)
+                .using_db(conn)
+                .update(used_at=datetime.now(UTC))
+            )
+            if spent == 0:
+                raise ScepError("the challenge password was already used", FailInfo.BAD_REQUEST)
+        await ScepTransaction.create(
+            id=row_id,
+            attachment_id=endpoint.attachment.id,
+            transaction_id=message.reply_to.transaction_id,
+            message_type=message.message_type.value,
+            status="pending",
+            csr_der=csr_der,
+            using_db=conn,
+        )
+    return pki_scep.build_cert_rep(
+        ra_certificate=endpoint.ra.certificate,
+        ra_key=endpoint.ra.key,
+        ra_chain=_ca_chain(endpoint),
+        reply_to=message.reply_to,
+        status=PkiStatus.PENDING,
+    )
 
 
 async def _renew(endpoint: Endpoint, message: pki_scep.PkiMessage, source_address: str | None) -> bytes:
@@ -786,14 +848,4 @@ async def _poll(endpoint: Endpoint, message: pki_scep.PkiMessage) -> bytes:
     )
     if row is None:
         raise ScepError("no transaction with this transactionID", FailInfo.BAD_CERT_ID)
-    if row.status == "pending":
-        return pki_scep.build_cert_rep(
-            ra_certificate=endpoint.ra.certificate,
-            ra_key=endpoint.ra.key,
-            ra_chain=_ca_chain(endpoint),
-            reply_to=message.reply_to,
-            status=PkiStatus.PENDING,
-        )
-    if row.status == "issued" and row.certificate is not None:
-        return _success(endpoint, message, row.certificate.certificate_pem, envelope.cipher)
-    raise ScepError("the transaction was refused", FailInfo.BAD_REQUEST)
+    return _transaction_reply(endpoint, message, row, envelope)

@@ -3,6 +3,7 @@
 from models.acme import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeNonce, AcmeOrder
 from models.alert import Alert, AlertChannel, Delivery, DeliveryAttempt, ExpirationNotice
 from models.application import Application, ApplicationProfile
+from models.approval import ApprovalDecision, ApprovalPolicy, ApprovalPolicyAttachment, ApprovalRequest
 from models.audit import AuditChainHead, AuditEvent
 from models.certificate import Certificate
 from models.membership import ApplicationMembership, ProductMembership
@@ -11,6 +12,7 @@ from models.outbox import OutboxEvent
 from models.pki import CertificateAuthority, CertificatePolicy, CertificateProfile
 from models.principal import ApiToken, Principal
 from models.scep import ScepChallenge, ScepTransaction
+from models.sync import Sync, SyncTarget
 
 __all__ = [
     "AcmeAccount",
@@ -24,6 +26,10 @@ __all__ = [
     "DeliveryAttempt",
     "ExpirationNotice",
     "ApiToken",
+    "ApprovalDecision",
+    "ApprovalPolicy",
+    "ApprovalPolicyAttachment",
+    "ApprovalRequest",
     "Application",
     "ApplicationMembership",
     "ApplicationProfile",
@@ -39,4 +45,6 @@ __all__ = [
     "ProductMembership",
     "ScepChallenge",
     "ScepTransaction",
+    "Sync",
+    "SyncTarget",
 ]

@@ -14,7 +14,7 @@ class Job:
 
 
 def all_jobs() -> list[Job]:
-    from worker import acme, alerts, crl, deliveries, outbox, renewals
+    from worker import acme, alerts, approvals, crl, deliveries, outbox, renewals, syncs
 
     return [
         crl.REFRESH,
@@ -23,4 +23,6 @@ def all_jobs() -> list[Job]:
         deliveries.RETRY,
         alerts.SCAN_EXPIRING,
         acme.VALIDATE,
+        approvals.EXPIRE,
+        syncs.PUSH,
     ]

@@ -32,6 +32,7 @@ class AlertEventTypeEnum(Enum):
     ISSUANCE = "issuance"
     RENEWAL = "renewal"
     REVOCATION = "revocation"
+    APPROVAL = "approval"
 
 
 @strawberry.enum(name="AlertChannelType")

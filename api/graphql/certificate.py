@@ -18,6 +18,7 @@ from api.graphql.pagination import Connection, Edge, PageInfo, check_page_size, 
 from api.graphql.permission import guard_type, guarded_field, guarded_mutation
 from core import certificate as service
 from core import issuance
+from core.approval import ApprovalPending
 from core.authz import Permission, Scope
 from core.errors import InvalidInput, NotFound
 from models import Application as ApplicationModel
@@ -27,6 +28,7 @@ from models import enums
 
 if TYPE_CHECKING:
     from api.graphql.application import Application
+    from api.graphql.approval import ApprovalRequest
     from api.graphql.pki import CertificateProfile
 
 
@@ -364,7 +366,12 @@ class ScopedPayload:
 @guard_type(Permission.CERTIFICATE_READ)
 @strawberry.type
 class IssueCertificatePayload(ScopedPayload):
-    certificate: Certificate
+    certificate: Certificate | None = strawberry.field(
+        description="Null while an approval policy holds the request (see approvalRequest)."
+    )
+    approval_request: Annotated[ApprovalRequest, strawberry.lazy("api.graphql.approval")] | None = (
+        strawberry.field(default=None, description="The request waiting for approval, status PENDING.")
+    )
 
 
 @guard_type(Permission.CERTIFICATE_READ)
@@ -434,20 +441,30 @@ class Mutation:
         subject = [(item.type, item.value) for item in input.subject or []]
         if input.common_name is not None:
             subject.append(("CN", input.common_name))
-        model = await issuance.issue_certificate(
-            actor=info.context.actor,
-            application_id=parse_id(input.application_id, "application"),
-            profile_id=parse_id(input.profile_id, "profile"),
-            csr=input.csr,
-            subject=subject,
-            sans=input.sans,
-            key_algorithm=input.key_algorithm,
-            key_usages=input.key_usages,
-            extended_key_usages=input.extended_key_usages,
-            validity=input.ttl,
-            metadata=cast(dict[str, Any] | None, input.metadata),
-            auto_renew=input.auto_renew,
-        )
+        try:
+            model = await issuance.issue_certificate(
+                actor=info.context.actor,
+                application_id=parse_id(input.application_id, "application"),
+                profile_id=parse_id(input.profile_id, "profile"),
+                csr=input.csr,
+                subject=subject,
+                sans=input.sans,
+                key_algorithm=input.key_algorithm,
+                key_usages=input.key_usages,
+                extended_key_usages=input.extended_key_usages,
+                validity=input.ttl,
+                metadata=cast(dict[str, Any] | None, input.metadata),
+                auto_renew=input.auto_renew,
+            )
+        except ApprovalPending as pending:
+            from api.graphql.approval import ApprovalRequest  # noqa: PLC0415 - approval imports this module
+
+            held = pending.request
+            return IssueCertificatePayload(
+                _scope=Scope(held.organization_id, held.application_id),
+                certificate=None,
+                approval_request=ApprovalRequest.from_model(held),
+            )
         return IssueCertificatePayload(_scope=_scope(model), certificate=Certificate.from_model(model))
 
     @guarded_mutation(

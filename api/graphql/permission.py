@@ -50,6 +50,10 @@ _APPLICATION_PERMISSIONS = frozenset(
         Permission.AUDIT_READ,
         Permission.ALERTS_MANAGE,
         Permission.SCEP_CHALLENGE_CREATE,
+        Permission.APPROVAL_POLICY_MANAGE,
+        Permission.APPROVAL_DECIDE,
+        Permission.SYNC_MANAGE,
+        Permission.SYNC_RUN,
     }
 )
 

@@ -10,14 +10,14 @@ from strawberry.extensions import AddValidationRules, MaskErrors, ParserCache, V
 from strawberry.extensions.query_depth_limiter import create_validator
 from strawberry.tools import merge_types
 
-from api.graphql import alert, application, audit, certificate, est, identity, pki, scep
+from api.graphql import alert, application, approval, audit, certificate, est, identity, pki, scep, sync
 from core.errors import KeywardError
 
 log = logging.getLogger("keyward.graphql")
 
 DEPTH_LIMIT_RULE = create_validator(max_depth=12, should_ignore=None)
 
-DOMAINS = [identity, audit, pki, certificate, application, alert, est, scep]
+DOMAINS = [identity, audit, pki, certificate, application, alert, est, scep, approval, sync]
 
 
 def _should_mask(error: GraphQLError) -> bool:

@@ -134,7 +134,7 @@ async def test_issue_restart_and_one_renewal(live_server: str, scene: Scene, tmp
     assert fullchain == [cert, *chain]
     assert not list(out.rglob(".*.tmp"))
     rows = await Certificate.filter(application_id=scene.application.id)
-    assert len(rows) == 1 and rows[0].serial_hex == f"{cert.serial_number:X}"
+    assert len(rows) == 1 and int(rows[0].serial_hex, 16) == cert.serial_number
     assert rows[0].encrypted_private_key is None  # the key never left the host
     assert hook_lines(tmp_path) == [f"issued web {rows[0].serial_hex}"]
     assert "web: issued serial" in log
@@ -162,7 +162,7 @@ async def test_issue_restart_and_one_renewal(live_server: str, scene: Scene, tmp
     renewed = x509.load_pem_x509_certificate((out / "web.crt").read_bytes())
     new_key = serialization.load_pem_private_key((out / "private/web.key").read_bytes(), password=None)
     assert renewed.serial_number != cert.serial_number
-    assert f"{renewed.serial_number:X}" == rows[1].serial_hex
+    assert renewed.serial_number == int(rows[1].serial_hex, 16)
     assert public_keys_match(renewed.public_key(), new_key.public_key())
     assert not public_keys_match(renewed.public_key(), key.public_key())  # a fresh key for the renewal
     assert mode(out / "private/web.key") == 0o600

@@ -40,8 +40,10 @@ from factories import CERTIFICATE_FIELDS, Pki, cached_key, make_pki
 from graphql import GraphQLObjectType, get_named_type
 from test_authz_matrix_acme import ACME_OPERATIONS
 from test_authz_matrix_alerts import ALERT_OPERATIONS
+from test_authz_matrix_approval import APPROVAL_OPERATIONS
 from test_authz_matrix_est import EST_OPERATIONS
 from test_authz_matrix_scep import SCEP_OPERATIONS
+from test_authz_matrix_sync import SYNC_OPERATIONS
 from test_authz_roles import OPERATIONS as IDENTITY_AND_APPLICATION_OPERATIONS
 
 from api.graphql.schema import schema
@@ -538,6 +540,8 @@ ALL_OPERATIONS = [
     *ACME_OPERATIONS,
     *EST_OPERATIONS,
     *SCEP_OPERATIONS,
+    *APPROVAL_OPERATIONS,
+    *SYNC_OPERATIONS,
 ]
 
 

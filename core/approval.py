@@ -1,0 +1,860 @@
+"""Approval policies (SPEC §11): requests under a policy wait for ordered steps of approvers, then issue.
+
+Every enrollment method reaches core.issuance.issue_certificate, which calls `hold_if_required` once the
+request passed the certificate policy and before any key is generated: a covered request becomes an
+ApprovalRequest and the caller gets ApprovalPending, answered in its protocol's own way. When the last step
+has its approvals the stored request goes through issue_certificate again (policy checked again); the
+protocol's own record (ACME order, SCEP transaction) follows in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from core import audit, authz, outbox
+from core.access import load_application, organization_scope
+from core.authz import Actor, Permission, Scope
+from core.errors import Conflict, Forbidden, InvalidInput, InvalidState, KeywardError, NotFound
+from core.issuance import IssuanceContext, PreparedRequest, issue_certificate
+from models import (
+    AcmeOrder,
+    Application,
+    ApplicationMembership,
+    ApplicationProfile,
+    ApprovalDecision,
+    ApprovalPolicy,
+    ApprovalPolicyAttachment,
+    ApprovalRequest,
+    Certificate,
+    ScepTransaction,
+)
+from models.enums import ApplicationRole, AuditOutcome, EnrollmentMethod
+from pki.key import KeyAlgorithm
+from pki.san import SubjectAltName
+
+log = logging.getLogger("keyward.approval")
+
+MIN_TTL = timedelta(hours=1)
+MAX_TTL = timedelta(days=30)
+MAX_NAME_LENGTH = 100
+MAX_STEPS = 10
+MAX_APPROVERS = 50
+MAX_COMMENT = 2000
+# Seconds a protocol client (EST 202, ACME processing, SCEP PENDING) is told to wait before asking again.
+RETRY_AFTER_SECONDS = 30
+
+PENDING = "pending"
+APPROVED = "approved"
+REJECTED = "rejected"
+EXPIRED = "expired"
+CANCELLED = "cancelled"
+ISSUED = "issued"
+FAILED = "failed"
+STATUSES = (PENDING, APPROVED, REJECTED, EXPIRED, CANCELLED, ISSUED, FAILED)
+APPROVER_ROLES = frozenset({ApplicationRole.ADMIN, ApplicationRole.OPERATOR})
+
+
+class ApprovalPending(Exception):  # noqa: N818 - not an error: the request waits, the caller answers "pending"
+    """Raised by issuance when a policy holds the request; callers answer in their protocol's way."""
+
+    def __init__(self, request: ApprovalRequest) -> None:
+        super().__init__(f"the request is pending approval (request {request.id})")
+        self.request = request
+        self.retry_after = RETRY_AFTER_SECONDS
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    approver_ids: Sequence[uuid.UUID]
+    required: int
+
+
+# ---------------------------------------------------------------- validation (before any write)
+
+
+def _name(name: str) -> str:
+    name = (name or "").strip()
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise InvalidInput(f"policy name must be 1 to {MAX_NAME_LENGTH} characters", field="name")
+    return name
+
+
+def _ttl(ttl: timedelta) -> int:
+    if not MIN_TTL <= ttl <= MAX_TTL:
+        raise InvalidInput(
+            "maxRequestTtl must be between 1 hour (1h) and 30 days (30d)", field="maxRequestTtl"
+        )
+    return int(ttl.total_seconds())
+
+
+async def eligible_approvers(
+    application_id: uuid.UUID, candidates: Sequence[uuid.UUID | str]
+) -> set[uuid.UUID]:
+    """The candidates who are, right now, active Admin or Operator members of the application."""
+    ids = {uuid.UUID(str(c)) for c in candidates}
+    if not ids:
+        return set()
+    rows = await ApplicationMembership.filter(
+        application_id=application_id,
+        principal_id__in=ids,
+        role__in=[r.value for r in APPROVER_ROLES],
+        principal__is_active=True,
+    ).values_list("principal_id", flat=True)
+    return {uuid.UUID(str(r)) for r in rows}
+
+
+async def _steps(application: Application, steps: Sequence[StepSpec]) -> list[dict[str, Any]]:
+    if not steps:
+        raise InvalidInput("give at least one step with approvers", field="steps")
+    if len(steps) > MAX_STEPS:
+        raise InvalidInput(f"at most {MAX_STEPS} steps", field="steps")
+    checked: list[dict[str, Any]] = []
+    for index, step in enumerate(steps):
+        where = f"steps[{index}]"
+        approvers = list(dict.fromkeys(step.approver_ids))
+        if not approvers:
+            raise InvalidInput(f"{where} names no approver", field=f"{where}.approverIds")
+        if len(approvers) > MAX_APPROVERS:
+            raise InvalidInput(f"{where}: at most {MAX_APPROVERS} approvers", field=f"{where}.approverIds")
+        if not 1 <= step.required <= len(approvers):
+            raise InvalidInput(
+                f"{where} requires {step.required} approvals but names {len(approvers)} approver(s): "
+                "required must be between 1 and the number of approvers",
+                field=f"{where}.required",
+            )
+        eligible = await eligible_approvers(application.id, approvers)
+        missing = [str(a) for a in approvers if a not in eligible]
+        if missing:
+            raise InvalidInput(
+                f"{where}: {', '.join(missing)} must be Admin or Operator members of application "
+                f"'{application.name}' to approve",
+                field=f"{where}.approverIds",
+            )
+        checked.append({"approvers": [str(a) for a in approvers], "required": step.required})
+    return checked
+
+
+async def _attachments(
+    application: Application, profile_ids: Sequence[uuid.UUID]
+) -> list[ApplicationProfile]:
+    if not profile_ids:
+        raise InvalidInput("name at least one attached profile the policy covers", field="profileIds")
+    wanted = list(dict.fromkeys(profile_ids))
+    rows = {
+        a.profile_id: a
+        for a in await ApplicationProfile.filter(application_id=application.id, profile_id__in=wanted)
+    }
+    missing = [str(p) for p in wanted if p not in rows]
+    if missing:
+        raise InvalidInput(
+            f"profile(s) {', '.join(missing)} are not attached to application '{application.name}'; "
+            "an application Admin attaches them first",
+            field="profileIds",
+        )
+    return [rows[p] for p in wanted]
+
+
+async def _check_overlap(
+    attachments: Sequence[ApplicationProfile], is_active: bool, policy_id: uuid.UUID | None
+) -> None:
+    """One active policy per attached profile: two would leave it unclear whose steps apply."""
+    if not is_active:
+        return
+    query = ApprovalPolicyAttachment.filter(
+        attachment_id__in=[a.id for a in attachments], policy__is_active=True
+    )
+    if policy_id is not None:
+        query = query.exclude(policy_id=policy_id)
+    clash = await query.prefetch_related("policy").first()
+    if clash is not None:
+        raise InvalidInput(
+            f"profile {clash.attachment_id} is already covered by active policy '{clash.policy.name}'",
+            field="profileIds",
+        )
+
+
+def _taken(name: str) -> Conflict:
+    return Conflict(f"an approval policy named '{name}' already exists in this application", field="name")
+
+
+def _policy_details(policy: ApprovalPolicy, attachments: Sequence[ApplicationProfile]) -> dict[str, Any]:
+    return {
+        "name": policy.name,
+        "profileIds": [str(a.profile_id) for a in attachments],
+        "steps": policy.steps,
+        "maxRequestTtlSeconds": policy.max_request_ttl_seconds,
+        "bypassMachineIdentities": policy.bypass_machine_identities,
+        "isActive": policy.is_active,
+    }
+
+
+# ---------------------------------------------------------------- policies
+
+
+async def create_policy(
+    *,
+    actor: Actor,
+    application_id: uuid.UUID,
+    name: str,
+    profile_ids: Sequence[uuid.UUID],
+    steps: Sequence[StepSpec],
+    max_request_ttl: timedelta,
+    bypass_machine_identities: bool = False,
+    is_active: bool = True,
+) -> ApprovalPolicy:
+    """Everything is validated before the first write; nothing is saved on bad input."""
+    application = await load_application(actor, application_id, Permission.APPROVAL_POLICY_MANAGE)
+    name = _name(name)
+    ttl = _ttl(max_request_ttl)
+    attachments = await _attachments(application, profile_ids)
+    checked = await _steps(application, steps)
+    await _check_overlap(attachments, is_active, None)
+    if await ApprovalPolicy.exists(application_id=application.id, name=name):
+        raise _taken(name)
+    policy = ApprovalPolicy(
+        id=uuid.uuid4(),
+        application_id=application.id,
+        name=name,
+        steps=checked,
+        max_request_ttl_seconds=ttl,
+        bypass_machine_identities=bypass_machine_identities,
+        is_active=is_active,
+    )
+    try:
+        async with in_transaction() as conn:
+            await policy.save(using_db=conn, force_create=True)
+            for attachment in attachments:
+                await ApprovalPolicyAttachment.create(
+                    policy_id=policy.id, attachment_id=attachment.id, using_db=conn
+                )
+            await audit.record(
+                actor=actor,
+                action="approval_policy.create",
+                resource_type="approval_policy",
+                resource_id=policy.id,
+                application_id=application.id,
+                details=_policy_details(policy, attachments),
+                connection=conn,
+            )
+    except IntegrityError:
+        raise _taken(name) from None
+    return policy
+
+
+async def _load_policy(actor: Actor, policy_id: uuid.UUID, permission: Permission) -> ApprovalPolicy:
+    policy = await ApprovalPolicy.get_or_none(id=policy_id)
+    if policy is None:
+        organization_scope(actor)
+        raise NotFound(f"approval policy {policy_id} not found")
+    try:
+        await load_application(actor, policy.application_id, permission)
+    except NotFound:
+        raise NotFound(f"approval policy {policy_id} not found") from None
+    return policy
+
+
+async def update_policy(
+    *,
+    actor: Actor,
+    policy_id: uuid.UUID,
+    name: str | None = None,
+    profile_ids: Sequence[uuid.UUID] | None = None,
+    steps: Sequence[StepSpec] | None = None,
+    max_request_ttl: timedelta | None = None,
+    bypass_machine_identities: bool | None = None,
+    is_active: bool | None = None,
+) -> ApprovalPolicy:
+    """Omitted values stay; requests already pending keep the steps they were submitted with."""
+    policy = await _load_policy(actor, policy_id, Permission.APPROVAL_POLICY_MANAGE)
+    application = await Application.get(id=policy.application_id)
+    new_name = _name(name) if name is not None else policy.name
+    ttl = _ttl(max_request_ttl) if max_request_ttl is not None else policy.max_request_ttl_seconds
+    if profile_ids is not None:
+        attachments = await _attachments(application, profile_ids)
+    else:
+        attachments = await ApplicationProfile.filter(approval_coverage__policy_id=policy.id)
+    checked = await _steps(application, steps) if steps is not None else policy.steps
+    active = policy.is_active if is_active is None else is_active
+    await _check_overlap(attachments, active, policy.id)
+    if new_name != policy.name and await ApprovalPolicy.exists(application_id=application.id, name=new_name):
+        raise _taken(new_name)
+    policy.name, policy.max_request_ttl_seconds, policy.steps, policy.is_active = (
+        new_name,
+        ttl,
+        checked,
+        active,
+    )
+    if bypass_machine_identities is not None:
+        policy.bypass_machine_identities = bypass_machine_identities
+    try:
+        async with in_transaction() as conn:
+            await policy.save(using_db=conn)
+            if profile_ids is not None:
+                await ApprovalPolicyAttachment.filter(policy_id=policy.id).using_db(conn).delete()
+                for attachment in attachments:
+                    await ApprovalPolicyAttachment.create(
+                        policy_id=policy.id, attachment_id=attachment.id, using_db=conn
+                    )
+            await audit.record(
+                actor=actor,
+                action="approval_policy.update",
+                resource_type="approval_policy",
+                resource_id=policy.id,
+                application_id=application.id,
+                details=_policy_details(policy, attachments),
+                connection=conn,
+            )
+    except IntegrityError:
+        raise _taken(new_name) from None
+    return policy
+
+
+async def delete_policy(*, actor: Actor, policy_id: uuid.UUID) -> ApprovalPolicy:
+    """Pending requests of the policy stay pending with their own copy of the steps."""
+    policy = await _load_policy(actor, policy_id, Permission.APPROVAL_POLICY_MANAGE)
+    async with in_transaction() as conn:
+        await policy.delete(using_db=conn)
+        await audit.record(
+            actor=actor,
+            action="approval_policy.delete",
+            resource_type="approval_policy",
+            resource_id=policy.id,
+            application_id=policy.application_id,
+            details={"name": policy.name},
+            connection=conn,
+        )
+    return policy
+
+
+async def list_policies(*, actor: Actor, application_id: uuid.UUID) -> list[ApprovalPolicy]:
+    application = await load_application(actor, application_id, Permission.APPLICATION_READ)
+    return await ApprovalPolicy.filter(application_id=application.id).order_by("name")
+
+
+async def covered_profile_ids(policy: ApprovalPolicy) -> list[uuid.UUID]:
+    return [
+        uuid.UUID(str(p))
+        for p in await ApplicationProfile.filter(approval_coverage__policy_id=policy.id)
+        .order_by("created_at")
+        .values_list("profile_id", flat=True)
+    ]
+
+
+# ---------------------------------------------------------------- submission (called by issuance)
+
+
+async def covering_policy(attachment_id: uuid.UUID) -> ApprovalPolicy | None:
+    """The active policy covering this attached profile, in one indexed query."""
+    return await ApprovalPolicy.filter(is_active=True, coverage__attachment_id=attachment_id).first()
+
+
+def _csr_pem(csr: str | bytes | None) -> str | None:
+    if csr is None:
+        return None
+    if isinstance(csr, str):
+        return csr
+    if csr.lstrip().startswith(b"-----"):
+        return csr.decode("ascii")
+    return x509.load_der_x509_csr(csr).public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def _summary(prepared: PreparedRequest) -> dict[str, Any]:
+    names = [value for attribute_type, value in prepared.request.subject if attribute_type == "CN"]
+    return {
+        "commonName": names[-1] if names else None,
+        "sans": [str(san) for san in prepared.request.sans],
+        "keyAlgorithm": prepared.request.key_algorithm.value,
+    }
+
+
+async def submit_or_none(
+    context: IssuanceContext,
+    prepared: PreparedRequest,
+    *,
+    csr: str | bytes | None,
+    subject: Sequence[tuple[str, str]],
+    sans: Sequence[SubjectAltName],
+    key_algorithm: KeyAlgorithm | None,
+    key_usages: frozenset[str] | None,
+    extended_key_usages: frozenset[str] | None,
+    validity: timedelta,
+    metadata: dict[str, Any],
+    auto_renew: bool | None,
+    correlation: str | None = None,
+) -> ApprovalRequest | None:
+    """The ApprovalRequest when an active policy covers the attachment (and no bypass applies), else None.
+
+    Stores what issuance needs later, never a private key: a server-generated key is made after approval.
+    """
+    policy = await covering_policy(context.attachment.id)
+    actor = context.actor
+    if policy is None or (policy.bypass_machine_identities and actor.is_machine):
+        return None
+    now = datetime.now(UTC)
+    request = ApprovalRequest(
+        id=uuid.uuid4(),
+        organization_id=context.application.organization_id,
+        policy_id=policy.id,
+        policy_name=policy.name,
+        application_id=context.application.id,
+        attachment_id=context.attachment.id,
+        profile_id=context.profile.id,
+        requester_id=actor.principal_id,
+        requester_name=actor.name[:200],
+        method=context.method.value,
+        csr_pem=_csr_pem(csr),
+        request={
+            "subject": [list(pair) for pair in subject],
+            "sans": [str(san) for san in sans],
+            "keyAlgorithm": key_algorithm.value if key_algorithm is not None and csr is None else None,
+            "keyUsages": sorted(key_usages) if key_usages else None,
+            "extendedKeyUsages": sorted(extended_key_usages) if extended_key_usages is not None else None,
+            "validitySeconds": int(validity.total_seconds()),
+            "metadata": metadata,
+            "autoRenew": auto_renew,
+        },
+        summary=_summary(prepared),
+        steps=list(policy.steps),
+        status=PENDING,
+        current_step=0,
+        expires_at=now + timedelta(seconds=policy.max_request_ttl_seconds),
+        correlation=correlation,
+    )
+    async with in_transaction() as conn:
+        await request.save(using_db=conn, force_create=True)
+        await audit.record(
+            actor=actor,
+            action="approval.request",
+            resource_type="approval_request",
+            resource_id=request.id,
+            application_id=request.application_id,
+            details={
+                "policy": policy.name,
+                "profile_id": str(request.profile_id),
+                "enrollment_method": request.method,
+                "common_name": request.summary.get("commonName"),
+                "expires_at": request.expires_at.isoformat(),
+            },
+            connection=conn,
+        )
+        await _notify(request, conn)
+    return request
+
+
+async def hold_if_required(context: IssuanceContext, prepared: PreparedRequest, **request: Any) -> None:
+    """Raise ApprovalPending with a new request when a policy holds this one; return when it may issue."""
+    held = await submit_or_none(context, prepared, **request)
+    if held is not None:
+        raise ApprovalPending(held)
+
+
+async def _notify(request: ApprovalRequest, conn: BaseDBAsyncClient) -> None:
+    """approval.requested for the current step's approvers, delivered by the alert machinery."""
+    step = request.steps[request.current_step]
+    await outbox.emit(
+        event_type=outbox.APPROVAL_REQUESTED,
+        organization_id=request.organization_id,
+        application_id=request.application_id,
+        certificate_id=None,
+        payload={
+            "approval_request_id": str(request.id),
+            "policy": request.policy_name,
+            "profile_id": str(request.profile_id),
+            "enrollment_method": request.method,
+            "requester": request.requester_name,
+            "common_name": request.summary.get("commonName"),
+            "requested_sans": request.summary.get("sans"),
+            "step": request.current_step + 1,
+            "steps": len(request.steps),
+            "required": step["required"],
+            "approver_ids": step["approvers"],
+            "expires_at": request.expires_at.isoformat(),
+        },
+        connection=conn,
+    )
+
+
+# ---------------------------------------------------------------- reading requests
+
+
+async def _visible_request(actor: Actor, request_id: uuid.UUID, permission: Permission) -> ApprovalRequest:
+    scope = organization_scope(actor)
+    row = await ApprovalRequest.get_or_none(id=request_id, organization_id=scope.organization_id)
+    if row is None or not authz.can_see_application(actor, _scope(row)):
+        raise NotFound(f"approval request {request_id} not found")
+    authz.require(actor, permission, _scope(row))
+    return row
+
+
+def _scope(row: ApprovalRequest) -> Scope:
+    return Scope(organization_id=row.organization_id, application_id=row.application_id)
+
+
+async def get_request(*, actor: Actor, request_id: uuid.UUID) -> ApprovalRequest:
+    return await _visible_request(actor, request_id, Permission.APPLICATION_READ)
+
+
+def _involves(actor: Actor, row: ApprovalRequest) -> bool:
+    if actor.principal_id is None:
+        return False
+    if row.requester_id == actor.principal_id:
+        return True
+    me = str(actor.principal_id)
+    return any(me in step.get("approvers", []) for step in row.steps or [])
+
+
+async def list_requests(
+    *,
+    actor: Actor,
+    status: str | None = None,
+    application_id: uuid.UUID | None = None,
+    profile_id: uuid.UUID | None = None,
+    first: int = 50,
+    after: tuple[datetime, str] | None = None,
+) -> tuple[list[ApprovalRequest], bool]:
+    """What the caller may act on, oldest first: requests naming them as approver, and their own.
+
+    Product Admins see every request of the organization. Returns (page, has_next_page).
+    """
+    scope = organization_scope(actor)
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"unknown status {status!r}: use one of {', '.join(STATUSES)}", field="status")
+    query = ApprovalRequest.filter(organization_id=scope.organization_id)
+    if not actor.is_product_admin:
+        deciding = [
+            app_id
+            for app_id, role in actor.application_roles.items()
+            if ApplicationRole(role) in APPROVER_ROLES
+        ]
+        query = (
+            query.filter(application_id__in=deciding)
+            if deciding
+            else query.filter(requester_id=actor.principal_id)
+        )
+    if application_id is not None:
+        query = query.filter(application_id=application_id)
+    if profile_id is not None:
+        query = query.filter(profile_id=profile_id)
+    if status is not None:
+        query = query.filter(status=status)
+    found: list[ApprovalRequest] = []
+    cursor = after
+    batch = max(first + 1, 100)
+    while len(found) <= first:
+        page = query
+        if cursor is not None:
+            created_at, row_id = cursor
+            page = page.filter(created_at__gte=created_at).filter(
+                Q(created_at__gt=created_at) | Q(created_at=created_at, id__gt=row_id)
+            )
+        rows = await page.order_by("created_at", "id").limit(batch)
+        for row in rows:
+            if actor.is_product_admin or _involves(actor, row):
+                found.append(row)
+        if len(rows) < batch:
+            break
+        cursor = (rows[-1].created_at, str(rows[-1].id))
+    return found[:first], len(found) > first
+
+
+async def list_decisions(request: ApprovalRequest) -> list[ApprovalDecision]:
+    return await ApprovalDecision.filter(request_id=request.id).order_by("created_at", "id")
+
+
+# ---------------------------------------------------------------- decisions
+
+
+def _comment(comment: str | None) -> str:
+    text = (comment or "").strip()
+    if len(text) > MAX_COMMENT:
+        raise InvalidInput(f"comment must be at most {MAX_COMMENT} characters", field="comment")
+    return text
+
+
+async def _locked(request_id: uuid.UUID, conn: BaseDBAsyncClient) -> ApprovalRequest:
+    row = await ApprovalRequest.select_for_update().using_db(conn).get(id=request_id)
+    if row.status != PENDING:
+        raise InvalidState(f"the request is {row.status}; only a pending request can be decided")
+    if row.expires_at <= datetime.now(UTC):
+        raise InvalidState("the request has expired; the requester must ask again")
+    return row
+
+
+async def _decide(actor: Actor, request_id: uuid.UUID, decision: str, comment: str | None) -> ApprovalRequest:
+    text = _comment(comment)
+    if decision == "reject" and not text:
+        raise InvalidInput("say why in a comment when you reject a request", field="comment")
+    await _visible_request(actor, request_id, Permission.APPROVAL_DECIDE)
+    approved = False
+    async with in_transaction() as conn:
+        row = await _locked(request_id, conn)
+        if actor.principal_id is None or row.requester_id == actor.principal_id:
+            raise Forbidden("nobody approves or rejects their own request")
+        step_index = row.current_step
+        step = row.steps[step_index]
+        eligible = await eligible_approvers(row.application_id, step["approvers"])
+        if actor.principal_id not in eligible:
+            raise Forbidden(
+                f"you are not an approver of step {step_index + 1} of this request "
+                "(approvers are the step's listed Admin and Operator members)"
+            )
+        if (
+            await ApprovalDecision.filter(request_id=row.id, step=step_index, approver_id=actor.principal_id)
+            .using_db(conn)
+            .exists()
+        ):
+            raise Conflict(f"you already decided step {step_index + 1} of this request")
+        await ApprovalDecision.create(
+            request_id=row.id,
+            step=step_index,
+            approver_id=actor.principal_id,
+            approver_name=actor.name[:200],
+            decision=decision,
+            comment=text,
+            using_db=conn,
+        )
+        now = datetime.now(UTC)
+        details: dict[str, Any] = {"step": step_index + 1, "comment": text}
+        if decision == "reject":
+            row.status, row.decided_at, row.failure_reason = REJECTED, now, f"rejected: {text}"
+            await _close_protocol(row, f"the request was rejected: {text}", conn)
+        else:
+            approvals = (
+                await ApprovalDecision.filter(
+                    request_id=row.id, step=step_index, decision="approve", approver_id__in=list(eligible)
+                )
+                .using_db(conn)
+                .count()
+            )
+            details["approvals"] = approvals
+            if approvals >= int(step["required"]):
+                if step_index + 1 >= len(row.steps):
+                    row.status, row.decided_at = APPROVED, now
+                    approved = True
+                else:
+                    row.current_step = step_index + 1
+                    await _notify(row, conn)
+        await row.save(using_db=conn)
+        await audit.record(
+            actor=actor,
+            action=f"approval.{decision}",
+            resource_type="approval_request",
+            resource_id=row.id,
+            application_id=row.application_id,
+            details={**details, "status": row.status},
+            connection=conn,
+        )
+    if approved:
+        await issue_approved(row)
+    return row
+
+
+async def approve(*, actor: Actor, request_id: uuid.UUID, comment: str | None = None) -> ApprovalRequest:
+    """Count an approval; the step's last one advances, and the last step's issues the certificate."""
+    return await _decide(actor, request_id, "approve", comment)
+
+
+async def reject(*, actor: Actor, request_id: uuid.UUID, comment: str) -> ApprovalRequest:
+    return await _decide(actor, request_id, "reject", comment)
+
+
+async def cancel(*, actor: Actor, request_id: uuid.UUID) -> ApprovalRequest:
+    """The requester withdraws a pending request."""
+    row = await _visible_request(actor, request_id, Permission.CERTIFICATE_ISSUE)
+    if actor.principal_id is None or row.requester_id != actor.principal_id:
+        raise Forbidden("only the requester can cancel a request")
+    async with in_transaction() as conn:
+        row = await _locked(request_id, conn)
+        row.status, row.decided_at, row.failure_reason = (
+            CANCELLED,
+            datetime.now(UTC),
+            "cancelled by the requester",
+        )
+        await row.save(using_db=conn)
+        await _close_protocol(row, "the request was cancelled", conn)
+        await audit.record(
+            actor=actor,
+            action="approval.cancel",
+            resource_type="approval_request",
+            resource_id=row.id,
+            application_id=row.application_id,
+            connection=conn,
+        )
+    return row
+
+
+# ---------------------------------------------------------------- issuing, and the protocols' records
+
+
+async def _close_protocol(row: ApprovalRequest, reason: str, conn: BaseDBAsyncClient) -> None:
+    """A request that will never issue: the ACME order turns invalid, the SCEP transaction failed."""
+    if row.correlation is None:
+        return
+    if row.method == EnrollmentMethod.ACME.value:
+        await (
+            AcmeOrder.filter(id=row.correlation, status="processing")
+            .using_db(conn)
+            .update(
+                status="invalid",
+                error={"type": "urn:ietf:params:acme:error:unauthorized", "detail": reason, "status": 403},
+                updated_at=datetime.now(UTC),
+            )
+        )
+    elif row.method == EnrollmentMethod.SCEP.value:
+        await (
+            ScepTransaction.filter(id=row.correlation, status="pending")
+            .using_db(conn)
+            .update(status="failed")
+        )
+
+
+async def _record_issued(row: ApprovalRequest, certificate: Certificate, conn: BaseDBAsyncClient) -> None:
+    await (
+        ApprovalRequest.filter(id=row.id)
+        .using_db(conn)
+        .update(status=ISSUED, certificate_id=certificate.id, updated_at=datetime.now(UTC))
+    )
+    if row.correlation is None:
+        return
+    if row.method == EnrollmentMethod.ACME.value:
+        await (
+            AcmeOrder.filter(id=row.correlation, status="processing")
+            .using_db(conn)
+            .update(status="valid", certificate_id=certificate.id, updated_at=datetime.now(UTC))
+        )
+    elif row.method == EnrollmentMethod.SCEP.value:
+        await (
+            ScepTransaction.filter(id=row.correlation, status="pending")
+            .using_db(conn)
+            .update(status="issued", certificate_id=certificate.id)
+        )
+
+
+async def issue_approved(row: ApprovalRequest) -> ApprovalRequest:
+    """Issue from the stored request through the normal issuance service; a refusal marks it failed."""
+    application = await Application.get(id=row.application_id)
+    actor = Actor.system(row.organization_id, f"approval:{row.id}")
+    stored = row.request or {}
+
+    async def record(certificate: Certificate, conn: BaseDBAsyncClient) -> None:
+        await _record_issued(row, certificate, conn)
+
+    try:
+        certificate = await issue_certificate(
+            actor=actor,
+            application_id=row.application_id,
+            profile_id=row.profile_id,
+            csr=row.csr_pem,
+            subject=[(str(t), str(v)) for t, v in stored.get("subject") or []]
+            if row.csr_pem is None
+            else None,
+            sans=list(stored.get("sans") or []) if row.csr_pem is None else None,
+            key_algorithm=stored.get("keyAlgorithm") if row.csr_pem is None else None,
+            key_usages=stored.get("keyUsages"),
+            extended_key_usages=stored.get("extendedKeyUsages"),
+            validity=timedelta(seconds=int(stored.get("validitySeconds") or 0)) or None,
+            metadata=stored.get("metadata") or None,
+            auto_renew=stored.get("autoRenew"),
+            enrollment_method=EnrollmentMethod(row.method),
+            application=application,
+            after_insert=record,
+            approved_request_id=row.id,
+        )
+    except KeywardError as exc:
+        reason = exc.message[:2000]
+        async with in_transaction() as conn:
+            await (
+                ApprovalRequest.filter(id=row.id)
+                .using_db(conn)
+                .update(status=FAILED, failure_reason=reason, updated_at=datetime.now(UTC))
+            )
+            await _close_protocol(row, f"the approved request could not be issued: {reason}", conn)
+            await audit.record(
+                actor=actor,
+                action="approval.issue",
+                resource_type="approval_request",
+                resource_id=row.id,
+                application_id=row.application_id,
+                outcome=AuditOutcome.FAILURE,
+                details={"code": exc.code, "reason": reason},
+                connection=conn,
+            )
+        row.status, row.failure_reason = FAILED, reason
+        return row
+    row.status, row.certificate_id = ISSUED, certificate.id
+    return row
+
+
+# ---------------------------------------------------------------- the worker
+
+
+async def expire_due(now: datetime | None = None, *, batch_size: int = 200) -> int:
+    """Expire pending requests past their TTL; replicas claim rows with SKIP LOCKED."""
+    now = now or datetime.now(UTC)
+    expired = 0
+    while True:
+        async with in_transaction() as conn:
+            rows = await (
+                ApprovalRequest.select_for_update(skip_locked=True)
+                .using_db(conn)
+                .filter(status=PENDING, expires_at__lte=now)
+                .order_by("expires_at")
+                .limit(batch_size)
+            )
+            for row in rows:
+                organization_actor = Actor.system(row.organization_id, "approvals.expire")
+                row.status, row.decided_at, row.failure_reason = EXPIRED, now, "expired before it was decided"
+                await row.save(
+                    using_db=conn, update_fields=["status", "decided_at", "failure_reason", "updated_at"]
+                )
+                await _close_protocol(row, "the request expired before it was approved", conn)
+                await audit.record(
+                    actor=organization_actor,
+                    action="approval.expire",
+                    resource_type="approval_request",
+                    resource_id=row.id,
+                    application_id=row.application_id,
+                    details={"expires_at": row.expires_at.isoformat()},
+                    connection=conn,
+                )
+        expired += len(rows)
+        if len(rows) < batch_size:
+            return expired
+
+
+# ---------------------------------------------------------------- protocol helpers
+
+
+def est_correlation(actor: Actor, csr_der: bytes, kind: str = "simpleenroll") -> str:
+    """The EST client's identity with its CSR's public key and subject: its retry finds the same request."""
+    csr = x509.load_der_x509_csr(csr_der)
+    digest = hashlib.sha256(
+        csr.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        + csr.subject.public_bytes()
+    ).hexdigest()
+    identity = hashlib.sha256(f"{kind}\0{actor.name}".encode()).hexdigest()[:32]
+    return f"est:{identity}:{digest}"
+
+
+async def latest_for(attachment_id: uuid.UUID, correlation: str) -> ApprovalRequest | None:
+    return (
+        await ApprovalRequest.filter(attachment_id=attachment_id, correlation=correlation)
+        .order_by("-created_at")
+        .first()
+        .prefetch_related("certificate")
+    )
