@@ -20,23 +20,15 @@ run: $(STAMP)
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy api core models pki worker agent
+	$(BIN)/mypy api core models pki worker agent bench
 
 test-sqlite: $(STAMP)
-	scripts/ensure-acme-tools
-	scripts/ensure-est-tools
-	scripts/ensure-scep-tools
-	scripts/ensure-browser-tools
-	scripts/ensure-sync-tools
+	scripts/ensure-test-tools
 	KEYWARD_TEST_DB=sqlite $(BIN)/pytest -q
 
 test-postgres: $(STAMP)
 	scripts/ensure-postgres
-	scripts/ensure-acme-tools
-	scripts/ensure-est-tools
-	scripts/ensure-scep-tools
-	scripts/ensure-browser-tools
-	scripts/ensure-sync-tools
+	scripts/ensure-test-tools
 	KEYWARD_TEST_DB=postgres $(BIN)/pytest -q
 
 test: check test-sqlite test-postgres
@@ -50,7 +42,7 @@ bench-sweep: $(STAMP)
 	$(BIN)/python -m bench.sweep
 
 bench-acme: $(STAMP)
-	scripts/ensure-acme-tools
+	scripts/ensure-test-tools
 	$(BIN)/python -m bench.acme_load
 
 bench-est: $(STAMP)
@@ -58,7 +50,7 @@ bench-est: $(STAMP)
 	$(BIN)/python -m bench.est_load
 
 bench-scep: $(STAMP)
-	scripts/ensure-scep-tools
+	scripts/ensure-test-tools
 	$(BIN)/python -m bench.scep_load
 
 bench-metrics: $(STAMP)

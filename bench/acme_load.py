@@ -15,7 +15,7 @@ deployment shape instead: N API processes (`keyward serve --workers N --with-wor
 PostgreSQL database (KEYWARD_BENCH_PG_ADMIN_URL, default the local server), dropped afterwards. The shape
 is printed with every Keyward figure. Pebble: `PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0`, TLS with a
 throwaway certificate made here. Clients poll every POLL_SECONDS on both, whatever Retry-After says, so
-neither server's hint decides the figure. Needs Debian's pebble (scripts/ensure-acme-tools installs it).
+neither server's hint decides the figure. Needs Debian's pebble (scripts/ensure-test-tools installs it).
 """
 
 from __future__ import annotations
@@ -29,15 +29,13 @@ import hmac
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,16 +47,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from bench.processes import free_port, spawn, stop, wait_port
+
 ROOT = Path(__file__).resolve().parents[1]
 POLL_SECONDS = 0.1
 FLOW_TIMEOUT = 60.0  # one order flow; past it the flow counts as failed (Pebble can stall under load)
 DRAIN_TIMEOUT = 30.0  # after the measuring window, how long in-flight flows may take to finish
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _b64(data: bytes) -> str:
@@ -77,7 +71,7 @@ class Responder:
 
     def __init__(self) -> None:
         self.tokens: dict[str, str] = {}
-        self.port = _free_port()
+        self.port = free_port()
         self.server: asyncio.Server | None = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -308,46 +302,21 @@ async def run_load(target: Target, responder: Responder, clients: int, seconds: 
 # ---------------------------------------------------------------- servers
 
 
-def _wait_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
-
-
-def _spawn(argv: list[str], *, env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextlib.contextmanager
 def challtestsrv() -> Iterator[str]:
     """DNS on loopback answering every A query with 127.0.0.1; yields host:port."""
     binary = shutil.which("pebble-challtestsrv")
     if binary is None:
-        raise SystemExit("pebble-challtestsrv is missing: run scripts/ensure-acme-tools")
-    dns_port, management_port = _free_port(), _free_port()
+        raise SystemExit("pebble-challtestsrv is missing: run scripts/ensure-test-tools")
+    dns_port, management_port = free_port(), free_port()
     argv = [binary, "-dns01", f"127.0.0.1:{dns_port}", "-management", f"127.0.0.1:{management_port}"]
     argv += ["-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(management_port, process, "pebble-challtestsrv")
+        wait_port(management_port, process, "pebble-challtestsrv")
         yield f"127.0.0.1:{dns_port}"
     finally:
-        _stop(process)
+        stop(process)
 
 
 async def _prepare_keyward(database_url: str, kek: bytes, public_url: str) -> tuple[str, str, bytes]:
@@ -441,7 +410,7 @@ class Shape:
 async def keyward_server(
     workdir: Path, dns: str, http01_port: int, profile_file: Path | None = None, shape: Shape = Shape()
 ) -> AsyncIterator[Target]:
-    port = _free_port()
+    port = free_port()
     scratch: str | None = None
     if shape.db == "postgres":
         from core.db import create_scratch_database, drop_scratch_database
@@ -490,12 +459,12 @@ async def _keyward_process(
     if shape.workers != 1:
         argv += ["--workers", str(shape.workers)]
     log = (workdir / "keyward.log").open("wb")
-    process = _spawn(argv, env=env, log=log)
+    process = spawn(argv, env=env, log=log)
     try:
-        await asyncio.to_thread(_wait_port, port, process, "keyward serve")
+        await asyncio.to_thread(wait_port, port, process, "keyward serve")
         yield Target("keyward", directory, False, (kid, hmac_key))
     finally:
-        await asyncio.to_thread(_stop, process)
+        await asyncio.to_thread(stop, process)
         log.close()
 
 
@@ -540,9 +509,9 @@ async def pebble_server(
 ) -> AsyncIterator[Target]:
     binary = shutil.which("pebble")
     if binary is None:
-        raise SystemExit("pebble is missing: run scripts/ensure-acme-tools")
+        raise SystemExit("pebble is missing: run scripts/ensure-test-tools")
     root, cert, key = _pebble_tls(workdir)
-    port, management = _free_port(), _free_port()
+    port, management = free_port(), free_port()
     config = {
         "pebble": {
             "listenAddress": f"127.0.0.1:{port}",
@@ -550,7 +519,7 @@ async def pebble_server(
             "certificate": str(cert),
             "privateKey": str(key),
             "httpPort": http01_port,
-            "tlsPort": _free_port(),
+            "tlsPort": free_port(),
             "ocspResponderURL": "",
             "externalAccountBindingRequired": False,
         }
@@ -559,13 +528,13 @@ async def pebble_server(
     config_file.write_text(json.dumps(config))
     env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
     log = (workdir / "pebble.log").open("wb")
-    process = _spawn([binary, "-config", str(config_file), "-dnsserver", dns], env=env, log=log)
+    process = spawn([binary, "-config", str(config_file), "-dnsserver", dns], env=env, log=log)
     try:
-        await asyncio.to_thread(_wait_port, port, process, "pebble")
+        await asyncio.to_thread(wait_port, port, process, "pebble")
         context = ssl.create_default_context(cafile=str(root))
         yield Target("pebble", f"https://127.0.0.1:{port}/dir", context, None)
     finally:
-        await asyncio.to_thread(_stop, process)
+        await asyncio.to_thread(stop, process)
         log.close()
 
 
@@ -600,7 +569,9 @@ async def _main(
     with tempfile.TemporaryDirectory(prefix="keyward-acme-bench-") as tmp, challtestsrv() as dns:
         workdir = Path(tmp)
         async with Responder() as responder:
-            servers = [("keyward", keyward_server)]
+            servers: list[tuple[str, Callable[..., contextlib.AbstractAsyncContextManager[Target]]]] = [
+                ("keyward", keyward_server)
+            ]
             if with_pebble:
                 servers.append(("pebble", pebble_server))
             for name, server in servers:

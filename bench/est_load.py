@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bench.issuance import POSTGRES_ADMIN_URL, _free_port, _make_fixture, _raw_signing_rate
+from bench.issuance import POSTGRES_ADMIN_URL, _make_fixture, _raw_signing_rate
+from bench.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSPHRASE = "bench-est-passphrase"
@@ -170,7 +171,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> None:
         url = await create_scratch_database(POSTGRES_ADMIN_URL, prefix="keyward_bench_est")
     else:
         url = f"sqlite://{workdir / 'bench.sqlite3'}"
-    port = _free_port()
+    port = free_port()
     scheme = "http" if args.plain else "https"
     base_url = f"{scheme}://127.0.0.1:{port}"
     kek = os.urandom(32)

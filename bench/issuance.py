@@ -20,7 +20,6 @@ import json
 import os
 import pstats
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from pathlib import Path
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from bench.processes import free_port
 
 POSTGRES_ADMIN_URL = os.environ.get("KEYWARD_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
 CONCURRENCY = 8
@@ -60,12 +61,6 @@ class Fixture:
     profile_id: uuid.UUID
     ca_id: uuid.UUID
     token: str
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------- database set-up
@@ -302,7 +297,7 @@ async def _run_backend(
         url = await create_scratch_database(POSTGRES_ADMIN_URL, prefix="keyward_bench")
     else:
         url = f"sqlite://{workdir / 'bench.sqlite3'}"
-    port = _free_port()
+    port = free_port()
     kek_file = workdir / f"kek-{backend}"
     kek = os.urandom(32)
     kek_file.write_text(__import__("base64").b64encode(kek).decode() + "\n")

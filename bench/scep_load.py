@@ -9,7 +9,7 @@ and the ratio Keyward/scepserver (goal >= 1.0); failed enrollments are counted, 
 
 Keyward: one `keyward serve` process on a temporary SQLite database, an RSA-2048 root and issuing CA, SCEP
 enabled with a static challenge. scepserver: its own depot (`scepserver ca -init`, RSA-2048) and the same
-challenge, on loopback. Needs Debian's scep (scripts/ensure-scep-tools installs it).
+challenge, on loopback. Needs Debian's scep (scripts/ensure-test-tools installs it).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import base64
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,41 +27,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+
+from bench.processes import free_port, spawn, stop, wait_port
 
 CHALLENGE = "bench-static-challenge"
 ENROLL_TIMEOUT = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_port(port: int, process: subprocess.Popen[bytes], name: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{name} did not listen on {port} within {timeout}s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)  # a clean exit, so a cProfile run writes its file
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 @dataclass
@@ -222,7 +190,7 @@ async def keyward_server(
 
 @contextlib.asynccontextmanager
 async def _keyward_process(workdir: Path, database_url: str, profile_file: Path | None) -> AsyncIterator[str]:
-    port = _free_port()
+    port = free_port()
     public_url = f"http://127.0.0.1:{port}"
     kek = os.urandom(32)
     kek_file = workdir / "kek"
@@ -241,12 +209,12 @@ async def _keyward_process(workdir: Path, database_url: str, profile_file: Path 
         argv += ["-m", "cProfile", "-o", str(profile_file)]
     argv += ["-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with (workdir / "keyward.log").open("wb") as log:
-        process = _spawn(argv, env, log)
+        process = spawn(argv, env=env, log=log)
         try:
-            await asyncio.to_thread(_wait_port, port, process, "keyward serve")
+            await asyncio.to_thread(wait_port, port, process, "keyward serve")
             yield url
         finally:
-            await asyncio.to_thread(_stop, process)
+            await asyncio.to_thread(stop, process)
 
 
 @contextlib.contextmanager
@@ -257,7 +225,7 @@ def scepserver(workdir: Path) -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    port = _free_port()
+    port = free_port()
     argv = [
         "scepserver",
         "-depot",
@@ -272,10 +240,10 @@ def scepserver(workdir: Path) -> Iterator[str]:
     with (workdir / "scepserver.log").open("wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_port(port, process, "scepserver")
+            wait_port(port, process, "scepserver")
             yield f"http://127.0.0.1:{port}/scep"
         finally:
-            _stop(process)
+            stop(process)
 
 
 def _report(results: list[Result], concurrency: int) -> None:
@@ -307,7 +275,7 @@ def _merge(name: str, parts: list[Result]) -> Result:
 async def main_async(args: argparse.Namespace) -> int:
     for tool in ("scepclient", "scepserver"):
         if shutil.which(tool) is None:
-            print(f"{tool} is missing: run scripts/ensure-scep-tools", file=sys.stderr)
+            print(f"{tool} is missing: run scripts/ensure-test-tools", file=sys.stderr)
             return 2
     keyward_parts: list[Result] = []
     reference_parts: list[Result] = []

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any, TypeVar
+
+from tortoise.models import Model
 
 from core import authz
 from core.authz import Actor, Permission, Scope
@@ -29,3 +32,23 @@ def organization_scope(actor: Actor) -> Scope:
     authz.require(actor, Permission.SELF)
     assert actor.organization_id is not None
     return Scope(organization_id=actor.organization_id)
+
+
+RowT = TypeVar("RowT", bound=Model)
+
+
+async def load_application_row(
+    actor: Actor, model: type[RowT], row_id: uuid.UUID, permission: Permission, noun: str
+) -> tuple[RowT, Application]:
+    """A row that belongs to an application (it has `application_id`) and that application, if the actor may
+    see it; a row of an application the actor may not see is not found, like one that does not exist."""
+    row = await model.get_or_none(id=row_id)
+    if row is None:
+        organization_scope(actor)  # an anonymous caller learns UNAUTHENTICATED, not NOT_FOUND
+        raise NotFound(f"{noun} {row_id} not found")
+    owner: Any = row
+    try:
+        application = await load_application(actor, owner.application_id, permission)
+    except NotFound:
+        raise NotFound(f"{noun} {row_id} not found") from None
+    return row, application

@@ -17,11 +17,11 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from core import audit, channel, runtime
-from core.access import load_application
+from core.access import load_application, load_application_row
 from core.authz import Actor, Permission
 from core.channel import AttemptResult, Notification
 from core.delivery import log_attempt
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput
 from models import (
     Alert,
     AlertChannel,
@@ -335,14 +335,7 @@ def _taken(name: str) -> Conflict:
 
 
 async def _load_alert(actor: Actor, alert_id: uuid.UUID, permission: Permission) -> tuple[Alert, Application]:
-    alert = await Alert.get_or_none(id=alert_id)
-    if alert is None:
-        raise NotFound(f"alert {alert_id} not found")
-    try:
-        application = await load_application(actor, alert.application_id, permission)
-    except NotFound:
-        raise NotFound(f"alert {alert_id} not found") from None
-    return alert, application
+    return await load_application_row(actor, Alert, alert_id, permission, "alert")
 
 
 async def get_alert(*, actor: Actor, alert_id: uuid.UUID) -> Alert:

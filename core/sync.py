@@ -19,7 +19,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from core import audit, runtime
-from core.access import load_application
+from core.access import load_application, load_application_row
 from core.authz import Actor, Permission
 from core.errors import Conflict, InvalidInput, NotFound
 from core.sync_destinations import destination_for
@@ -333,14 +333,7 @@ async def _enqueue_matching(
 
 
 async def _load_sync(actor: Actor, sync_id: uuid.UUID, permission: Permission) -> tuple[Sync, Application]:
-    sync = await Sync.get_or_none(id=sync_id)
-    if sync is None:
-        raise NotFound(f"sync {sync_id} not found")
-    try:
-        application = await load_application(actor, sync.application_id, permission)
-    except NotFound:
-        raise NotFound(f"sync {sync_id} not found") from None
-    return sync, application
+    return await load_application_row(actor, Sync, sync_id, permission, "sync")
 
 
 async def get_sync(*, actor: Actor, sync_id: uuid.UUID) -> Sync:

@@ -11,6 +11,7 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from api.graphql.context import actor_organization
 from api.graphql.ids import parse_id
 from api.graphql.permission import guard_type, guarded_field, guarded_mutation
 from core import alert as service
@@ -309,9 +310,7 @@ def _specs(channels: list[AlertChannelInput]) -> list[service.ChannelSpec]:
 
 
 def _organization(info: Info) -> uuid.UUID:
-    organization_id = info.context.actor.organization_id
-    assert organization_id is not None  # the services loaded the application in the actor's organization
-    return cast(uuid.UUID, organization_id)
+    return actor_organization(info.context)
 
 
 @strawberry.type

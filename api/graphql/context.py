@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,3 +21,10 @@ class RequestContext:
     # Per-request caches (dataloaders) keyed by name.
     loaders: dict[str, Any] = field(default_factory=dict)
     response: Any = None
+
+
+def actor_organization(context: RequestContext) -> uuid.UUID:
+    """The caller's organization, once a guarded field has let the caller in (it has one by then)."""
+    organization_id = context.actor.organization_id
+    assert organization_id is not None
+    return organization_id

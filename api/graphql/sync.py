@@ -12,6 +12,7 @@ import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from api.graphql.context import actor_organization
 from api.graphql.ids import parse_id
 from api.graphql.pagination import Connection, Edge, PageInfo, check_page_size, decode_cursor, encode_cursor
 from api.graphql.permission import guard_type, guarded_field, guarded_mutation
@@ -287,9 +288,7 @@ def _object(value: Any, field: str) -> dict[str, Any] | None:
 
 
 def _organization(info: Info) -> uuid.UUID:
-    organization_id = info.context.actor.organization_id
-    assert organization_id is not None
-    return cast(uuid.UUID, organization_id)
+    return actor_organization(info.context)
 
 
 @strawberry.type
