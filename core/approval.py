@@ -25,7 +25,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from core import audit, authz, outbox
-from core.access import load_application, organization_scope
+from core.access import load_application, load_application_row, organization_scope
 from core.authz import Actor, Permission, Scope
 from core.errors import Conflict, Forbidden, InvalidInput, InvalidState, KeywardError, NotFound
 from core.issuance import IssuanceContext, PreparedRequest, issue_certificate
@@ -255,14 +255,7 @@ async def create_policy(
 
 
 async def _load_policy(actor: Actor, policy_id: uuid.UUID, permission: Permission) -> ApprovalPolicy:
-    policy = await ApprovalPolicy.get_or_none(id=policy_id)
-    if policy is None:
-        organization_scope(actor)
-        raise NotFound(f"approval policy {policy_id} not found")
-    try:
-        await load_application(actor, policy.application_id, permission)
-    except NotFound:
-        raise NotFound(f"approval policy {policy_id} not found") from None
+    policy, _ = await load_application_row(actor, ApprovalPolicy, policy_id, permission, "approval policy")
     return policy
 
 
@@ -394,10 +387,14 @@ async def submit_or_none(
     metadata: dict[str, Any],
     auto_renew: bool | None,
     correlation: str | None = None,
+    renewal_of: Certificate | None = None,
+    renewal_mode: str | None = None,
 ) -> ApprovalRequest | None:
     """The ApprovalRequest when an active policy covers the attachment (and no bypass applies), else None.
 
     Stores what issuance needs later, never a private key: a server-generated key is made after approval.
+    A renewal (`renewal_of`) has at most one open (pending or approved) request: asking again with no
+    protocol handle, or with the same one, answers with that request; another handle is a conflict.
     """
     policy = await covering_policy(context.attachment.id)
     actor = context.actor
@@ -425,6 +422,7 @@ async def submit_or_none(
             "validitySeconds": int(validity.total_seconds()),
             "metadata": metadata,
             "autoRenew": auto_renew,
+            "renewalMode": renewal_mode,
         },
         summary=_summary(prepared),
         steps=list(policy.steps),
@@ -432,8 +430,19 @@ async def submit_or_none(
         current_step=0,
         expires_at=now + timedelta(seconds=policy.max_request_ttl_seconds),
         correlation=correlation,
+        renewal_of_id=renewal_of.id if renewal_of is not None else None,
     )
     async with in_transaction() as conn:
+        if renewal_of is not None:
+            existing = await _open_renewal(renewal_of.id, conn)
+            if existing is not None:
+                if correlation is None or existing.correlation == correlation:
+                    return existing
+                raise Conflict(
+                    f"a renewal of certificate {renewal_of.id} is already waiting for approval "
+                    f"(request {existing.id})",
+                    approval_request_id=str(existing.id),
+                )
         await request.save(using_db=conn, force_create=True)
         await audit.record(
             actor=actor,
@@ -443,6 +452,7 @@ async def submit_or_none(
             application_id=request.application_id,
             details={
                 "policy": policy.name,
+                "renewal_of": str(renewal_of.id) if renewal_of is not None else None,
                 "profile_id": str(request.profile_id),
                 "enrollment_method": request.method,
                 "common_name": request.summary.get("commonName"),
@@ -457,6 +467,52 @@ async def submit_or_none(
 async def hold_if_required(context: IssuanceContext, prepared: PreparedRequest, **request: Any) -> None:
     """Raise ApprovalPending with a new request when a policy holds this one; return when it may issue."""
     held = await submit_or_none(context, prepared, **request)
+    if held is not None:
+        raise ApprovalPending(held)
+
+
+async def _open_renewal(certificate_id: uuid.UUID, conn: BaseDBAsyncClient) -> ApprovalRequest | None:
+    """The pending or approved renewal request of a certificate, its row locked so two never start."""
+    await Certificate.select_for_update().using_db(conn).filter(id=certificate_id).only("id")
+    return (
+        await ApprovalRequest.filter(renewal_of_id=certificate_id, status__in=[PENDING, APPROVED])
+        .using_db(conn)
+        .order_by("created_at")
+        .first()
+    )
+
+
+async def hold_renewal_if_required(
+    context: IssuanceContext,
+    prepared: PreparedRequest,
+    *,
+    old: Certificate,
+    mode: str,
+    csr: str | bytes | None,
+    correlation: str | None = None,
+) -> None:
+    """The one approval check of every renewal (API, EST re-enrollment, SCEP RenewalReq, the worker).
+
+    Under an active policy covering the attachment (no machine bypass) it raises ApprovalPending with the
+    renewal's request, stored with its predecessor: once approved the renewal runs from it.
+    """
+    request = prepared.request
+    held = await submit_or_none(
+        context,
+        prepared,
+        csr=csr,
+        subject=list(request.subject),
+        sans=list(request.sans),
+        key_algorithm=request.key_algorithm if csr is None else None,
+        key_usages=request.key_usages,
+        extended_key_usages=request.extended_key_usages,
+        validity=request.validity,
+        metadata=dict(old.metadata or {}),
+        auto_renew=None,
+        correlation=correlation,
+        renewal_of=old,
+        renewal_mode=mode,
+    )
     if held is not None:
         raise ApprovalPending(held)
 
@@ -721,12 +777,19 @@ async def _close_protocol(row: ApprovalRequest, reason: str, conn: BaseDBAsyncCl
         )
 
 
+class _AlreadyDone(Exception):  # noqa: N818 - control flow: rolls back a second issuance of one request
+    """The request was issued (or closed) by someone else meanwhile; this issuance rolls back."""
+
+
 async def _record_issued(row: ApprovalRequest, certificate: Certificate, conn: BaseDBAsyncClient) -> None:
-    await (
-        ApprovalRequest.filter(id=row.id)
+    # Conditional, in the issuing transaction: of two concurrent issuances of one request only one commits.
+    updated = await (
+        ApprovalRequest.filter(id=row.id, status=APPROVED, certificate_id=None)
         .using_db(conn)
         .update(status=ISSUED, certificate_id=certificate.id, updated_at=datetime.now(UTC))
     )
+    if updated == 0:
+        raise _AlreadyDone(str(row.id))
     if row.correlation is None:
         return
     if row.method == EnrollmentMethod.ACME.value:
@@ -743,56 +806,99 @@ async def _record_issued(row: ApprovalRequest, certificate: Certificate, conn: B
         )
 
 
-async def issue_approved(row: ApprovalRequest) -> ApprovalRequest:
-    """Issue from the stored request through the normal issuance service; a refusal marks it failed."""
-    application = await Application.get(id=row.application_id)
-    actor = Actor.system(row.organization_id, f"approval:{row.id}")
-    stored = row.request or {}
+async def _issue(row: ApprovalRequest, actor: Actor) -> Certificate:
+    """The stored request through the normal issuance (or renewal) service, policy checked again."""
 
     async def record(certificate: Certificate, conn: BaseDBAsyncClient) -> None:
         await _record_issued(row, certificate, conn)
 
-    try:
-        certificate = await issue_certificate(
+    stored = row.request or {}
+    if row.renewal_of_id is not None:
+        from core.certificate import renew_certificate  # noqa: PLC0415 - certificate holds renewals here
+
+        return await renew_certificate(
             actor=actor,
-            application_id=row.application_id,
-            profile_id=row.profile_id,
+            certificate_id=row.renewal_of_id,
+            mode=str(stored.get("renewalMode") or "new_key"),
             csr=row.csr_pem,
-            subject=[(str(t), str(v)) for t, v in stored.get("subject") or []]
-            if row.csr_pem is None
-            else None,
-            sans=list(stored.get("sans") or []) if row.csr_pem is None else None,
-            key_algorithm=stored.get("keyAlgorithm") if row.csr_pem is None else None,
-            key_usages=stored.get("keyUsages"),
-            extended_key_usages=stored.get("extendedKeyUsages"),
-            validity=timedelta(seconds=int(stored.get("validitySeconds") or 0)) or None,
-            metadata=stored.get("metadata") or None,
-            auto_renew=stored.get("autoRenew"),
             enrollment_method=EnrollmentMethod(row.method),
-            application=application,
-            after_insert=record,
             approved_request_id=row.id,
+            after_insert=record,
         )
+    application = await Application.get(id=row.application_id)
+    return await issue_certificate(
+        actor=actor,
+        application_id=row.application_id,
+        profile_id=row.profile_id,
+        csr=row.csr_pem,
+        subject=[(str(t), str(v)) for t, v in stored.get("subject") or []] if row.csr_pem is None else None,
+        sans=list(stored.get("sans") or []) if row.csr_pem is None else None,
+        key_algorithm=stored.get("keyAlgorithm") if row.csr_pem is None else None,
+        key_usages=stored.get("keyUsages"),
+        extended_key_usages=stored.get("extendedKeyUsages"),
+        validity=timedelta(seconds=int(stored.get("validitySeconds") or 0)) or None,
+        metadata=stored.get("metadata") or None,
+        auto_renew=stored.get("autoRenew"),
+        enrollment_method=EnrollmentMethod(row.method),
+        application=application,
+        after_insert=record,
+        approved_request_id=row.id,
+    )
+
+
+async def _mark_failed(row: ApprovalRequest, actor: Actor, code: str, reason: str) -> bool:
+    """Approved -> failed with the reason; False when the request was issued or closed meanwhile."""
+    async with in_transaction() as conn:
+        updated = await (
+            ApprovalRequest.filter(id=row.id, status=APPROVED, certificate_id=None)
+            .using_db(conn)
+            .update(status=FAILED, failure_reason=reason, updated_at=datetime.now(UTC))
+        )
+        if updated == 0:
+            return False
+        await _close_protocol(row, f"the approved request could not be issued: {reason}", conn)
+        await audit.record(
+            actor=actor,
+            action="approval.issue",
+            resource_type="approval_request",
+            resource_id=row.id,
+            application_id=row.application_id,
+            outcome=AuditOutcome.FAILURE,
+            details={"code": code, "reason": reason},
+            connection=conn,
+        )
+    return True
+
+
+async def issue_approved(row: ApprovalRequest, *, retry: bool = False) -> ApprovalRequest:
+    """Issue from the stored request through the normal issuance service; a refusal marks it failed.
+
+    A renewal renews its predecessor (which becomes `renewed` exactly once). Issuing twice is impossible:
+    the request turns `issued` in the issuing transaction only while still approved with no certificate.
+    An unexpected error leaves the request approved for `retry_approved`, whose own (`retry`) attempt
+    ends the request issued or failed.
+    """
+    actor = Actor.system(row.organization_id, f"approval:{row.id}")
+    try:
+        certificate = await _issue(row, actor)
+    except _AlreadyDone:
+        await row.refresh_from_db()
+        return row
     except KeywardError as exc:
-        reason = exc.message[:2000]
-        async with in_transaction() as conn:
-            await (
-                ApprovalRequest.filter(id=row.id)
-                .using_db(conn)
-                .update(status=FAILED, failure_reason=reason, updated_at=datetime.now(UTC))
-            )
-            await _close_protocol(row, f"the approved request could not be issued: {reason}", conn)
-            await audit.record(
-                actor=actor,
-                action="approval.issue",
-                resource_type="approval_request",
-                resource_id=row.id,
-                application_id=row.application_id,
-                outcome=AuditOutcome.FAILURE,
-                details={"code": exc.code, "reason": reason},
-                connection=conn,
-            )
-        row.status, row.failure_reason = FAILED, reason
+        if await _mark_failed(row, actor, exc.code, exc.message[:2000]):
+            row.status, row.failure_reason = FAILED, exc.message[:2000]
+        else:
+            await row.refresh_from_db()
+        return row
+    except Exception as exc:
+        if not retry:
+            raise
+        log.exception("retrying approved request %s failed", row.id)
+        reason = f"issuance failed unexpectedly ({type(exc).__name__}); see the worker log"
+        if await _mark_failed(row, actor, "INTERNAL", reason):
+            row.status, row.failure_reason = FAILED, reason
+        else:
+            await row.refresh_from_db()
         return row
     row.status, row.certificate_id = ISSUED, certificate.id
     return row
@@ -833,6 +939,52 @@ async def expire_due(now: datetime | None = None, *, batch_size: int = 200) -> i
         expired += len(rows)
         if len(rows) < batch_size:
             return expired
+
+
+# Approved requests whose issuance did not happen (the process died, or issuance failed unexpectedly) are
+# retried once this long after their last change, so the approver's own issuance is never raced.
+RETRY_GRACE = timedelta(minutes=2)
+
+
+async def retry_approved(
+    now: datetime | None = None, *, grace: timedelta = RETRY_GRACE, batch_size: int = 50
+) -> int:
+    """Issue approved requests left without a certificate; each ends issued or failed.
+
+    Replicas pick rows with SKIP LOCKED and claim each with a conditional update of `updated_at` (a lease
+    of `grace`); the conditional approved -> issued update in the issuing transaction makes a second
+    issuance of one request roll back, so a request is issued at most once whatever the timing.
+    """
+    now = now or datetime.now(UTC)
+    cutoff = now - grace
+    done = 0
+    while True:
+        claimed: list[ApprovalRequest] = []
+        async with in_transaction() as conn:
+            rows = await (
+                ApprovalRequest.select_for_update(skip_locked=True)
+                .using_db(conn)
+                .filter(status=APPROVED, certificate_id__isnull=True, updated_at__lte=cutoff)
+                .order_by("updated_at")
+                .limit(batch_size)
+            )
+            for row in rows:
+                # The lease: a claimed row's updated_at moves past the cutoff, so no one else takes it.
+                leased = await (
+                    ApprovalRequest.filter(
+                        id=row.id, status=APPROVED, certificate_id__isnull=True, updated_at__lte=cutoff
+                    )
+                    .using_db(conn)
+                    .update(updated_at=now)
+                )
+                if leased:
+                    claimed.append(row)
+        for row in claimed:
+            result = await issue_approved(row, retry=True)
+            log.info("approved request %s retried: %s", row.id, result.status)
+            done += 1
+        if len(rows) < batch_size or not claimed:
+            return done
 
 
 # ---------------------------------------------------------------- protocol helpers

@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +39,7 @@ from core.issuance import (
     seal_private_key,
     sign,
     store_certificate,
+    with_common_name_san,
 )
 from models import Application, ApplicationProfile, Certificate, CertificateAuthority
 from models.enums import CertificateSource, CertificateStatus, EnrollmentMethod
@@ -131,8 +133,16 @@ async def renew_certificate(
     csr: str | bytes | None = None,
     enrollment_method: EnrollmentMethod = EnrollmentMethod.API,
     source_address: str | None = None,
+    approval_correlation: str | None = None,
+    approved_request_id: uuid.UUID | None = None,
+    after_insert: Callable[[Certificate, BaseDBAsyncClient], Awaitable[None]] | None = None,
 ) -> Certificate:
-    """A successor from the same profile, policy checked again; the old one becomes `renewed`, still valid."""
+    """A successor from the same profile, policy checked again; the old one becomes `renewed`, still valid.
+
+    Under an active approval policy it raises core.approval.ApprovalPending (the renewal waits) unless
+    `approved_request_id` says this is that request, approved; `after_insert` runs in the storing
+    transaction (the request turning issued).
+    """
     try:
         mode = RenewalMode(mode)
     except ValueError:
@@ -169,7 +179,9 @@ async def renew_certificate(
     previous = load_certificate(old.certificate_pem)
     lifetime = _profile_validity(context.profile.default_validity)
     if csr_info is not None:
-        subject, sans, algorithm = csr_info.subject, csr_info.sans, csr_info.key_algorithm
+        subject, algorithm = csr_info.subject, csr_info.key_algorithm
+        # As on issuance (and EST re-enrollment): a CSR with no SANs gets its host-name CN as one.
+        sans = with_common_name_san(subject, list(csr_info.sans))
     else:
         subject = name_pairs(previous.subject)
         sans = [SubjectAltName(item["type"], item["value"]) for item in old.sans]
@@ -184,6 +196,12 @@ async def renew_certificate(
         validity=lifetime,
     )
     check_policy(context, prepared)
+    if approved_request_id is None:
+        from core import approval  # noqa: PLC0415 - approval renews through this module
+
+        await approval.hold_renewal_if_required(
+            context, prepared, old=old, mode=mode.value, csr=csr, correlation=approval_correlation
+        )
     if csr_info is not None:
         key = KeyMaterial(csr_info.public_key, None, csr_info.key_algorithm)
     elif mode == RenewalMode.SAME_KEY:
@@ -220,6 +238,7 @@ async def renew_certificate(
         event_type=outbox.CERTIFICATE_RENEWED,
         extra_details={"renewed_from": str(old.id), "mode": mode.value},
         before_insert=mark_renewed,
+        after_insert=after_insert,
     )
     new = await store_certificate(context, cert, key, options)
     old.status = CertificateStatus.RENEWED

@@ -578,8 +578,13 @@ async def server_keygen(attachment: ApplicationProfile, caller: EstCaller, body:
     return Enrolled(certificate, _chain_of(certificate), key_der)
 
 
-async def _current_certificate(attachment: ApplicationProfile, caller: EstCaller) -> Certificate:
-    """The client's TLS certificate as this pair's inventory holds it: signed by the profile's CA, valid."""
+async def _current_certificate(
+    attachment: ApplicationProfile, caller: EstCaller, *, renewed_ok: bool = False
+) -> Certificate:
+    """The client's TLS certificate as this pair's inventory holds it: signed by the profile's CA, valid.
+
+    With `renewed_ok` a renewed certificate is returned too (the retry of a held re-enrollment).
+    """
     presented = caller.certificate
     if presented is None:
         raise _unauthorized(
@@ -599,18 +604,26 @@ async def _current_certificate(attachment: ApplicationProfile, caller: EstCaller
     status = CertificateStatus(row.status)
     if status == CertificateStatus.REVOKED:
         raise _unauthorized(attachment, "the TLS client certificate is revoked")
-    if status == CertificateStatus.RENEWED:
-        successor = await Certificate.filter(renewed_from_id=row.id).order_by("created_at").first()
-        named = f" by serial {successor.serial_hex}" if successor else ""
-        raise EstError(403, f"this certificate was already renewed{named}: re-enroll with its successor")
-    if status != CertificateStatus.ACTIVE:
+    if status == CertificateStatus.RENEWED and not renewed_ok:
+        await _refuse_renewed(row)
+    if status not in (CertificateStatus.ACTIVE, CertificateStatus.RENEWED):
         raise _unauthorized(attachment, f"the TLS client certificate is {status.value}")
     return row
 
 
+async def _refuse_renewed(row: Certificate) -> None:
+    successor = await Certificate.filter(renewed_from_id=row.id).order_by("created_at").first()
+    named = f" by serial {successor.serial_hex}" if successor else ""
+    raise EstError(403, f"this certificate was already renewed{named}: re-enroll with its successor")
+
+
 async def simple_reenroll(attachment: ApplicationProfile, caller: EstCaller, body: bytes) -> Enrolled:
-    """/simplereenroll: the current certificate (TLS) authenticates; same subject and SANs; renewed once."""
-    old = await _current_certificate(attachment, caller)
+    """/simplereenroll: the current certificate (TLS) authenticates; same subject and SANs; renewed once.
+
+    Under an approval policy it answers 202 while the renewal waits; the retry with the same certificate
+    and CSR gets the successor once approved.
+    """
+    old = await _current_certificate(attachment, caller, renewed_ok=True)
     assert caller.certificate is not None
     der = _decode(body)
     info = _parse(der)
@@ -621,15 +634,27 @@ async def simple_reenroll(attachment: ApplicationProfile, caller: EstCaller, bod
         raise EstError(403, f"re-enrollment refused: {mismatch}")
     actor = Actor.system(attachment.application.organization_id, f"est:tls:{old.serial_hex}")
     actor = dataclasses.replace(actor, source_address=caller.source_address)
+    held = await _approval_state(attachment, actor, der, kind="simplereenroll")
+    if isinstance(held, Certificate):
+        return Enrolled(held, _chain_of(held))
+    if CertificateStatus(old.status) != CertificateStatus.ACTIVE:
+        await _refuse_renewed(old)
     try:
-        certificate = await _renew(attachment, actor, old, info)
+        certificate = await _renew(attachment, actor, old, info, correlation=held)
+    except ApprovalPending as pending:
+        raise EstPending(pending.retry_after) from None
     except KeywardError as exc:
         raise _refusal(exc) from None
     return Enrolled(certificate, _chain_of(certificate))
 
 
 async def _renew(
-    attachment: ApplicationProfile, actor: Actor, old: Certificate, info: CsrInfo
+    attachment: ApplicationProfile,
+    actor: Actor,
+    old: Certificate,
+    info: CsrInfo,
+    *,
+    correlation: str | None = None,
 ) -> Certificate:
     """The successor through core.issuance's store: policy again, the old one `renewed`, one renewal only."""
     context = await load_issuance_context(
@@ -657,6 +682,15 @@ async def _renew(
         validity=validity,
     )
     check_policy(context, prepared)
+    # Held like every renewal; once approved, core.approval renews from the stored CSR.
+    await approval.hold_renewal_if_required(
+        context,
+        prepared,
+        old=old,
+        mode="csr",
+        csr=info.csr.public_bytes(serialization.Encoding.DER),
+        correlation=correlation,
+    )
     cert = sign(context, prepared, KeyMaterial(info.public_key, None, info.key_algorithm))
 
     async def mark_renewed(conn: BaseDBAsyncClient) -> None:

@@ -19,15 +19,16 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from tortoise.expressions import F, Q
+from tortoise.expressions import F, Q, Subquery
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from core import audit, outbox
+from core.approval import APPROVED, PENDING, ApprovalPending
 from core.authz import Actor
 from core.certificate import RenewalMode, renew_certificate
 from core.errors import KeywardError
-from models import Certificate
+from models import ApprovalRequest, Certificate
 from models.enums import AuditOutcome, CertificateStatus
 
 log = logging.getLogger("keyward.renewal")
@@ -47,9 +48,13 @@ class RenewalReport:
     renewed: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # old id -> successor id
     failed: dict[uuid.UUID, str] = field(default_factory=dict)  # old id -> error
     skipped: int = 0  # claimed but no longer due (renewed, revoked or turned off meanwhile)
+    held: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # old id -> approval request id
 
     def __str__(self) -> str:
-        return f"renewed {len(self.renewed)}, failed {len(self.failed)}, skipped {self.skipped}"
+        return (
+            f"renewed {len(self.renewed)}, held for approval {len(self.held)}, "
+            f"failed {len(self.failed)}, skipped {self.skipped}"
+        )
 
 
 def backoff(attempts: int, *, rng: random.Random | None = None) -> timedelta:
@@ -59,11 +64,17 @@ def backoff(attempts: int, *, rng: random.Random | None = None) -> timedelta:
     return delay * (rng or random).uniform(0.75, 1.0)
 
 
+def open_renewal_requests() -> QuerySet[ApprovalRequest]:
+    return ApprovalRequest.filter(renewal_of_id__isnull=False, status__in=[PENDING, APPROVED])
+
+
 def due_query(now: datetime) -> QuerySet[Certificate]:
     """Due, claimable certificates, in due order: a range of the `renewal_due_at` index."""
     return (
         Certificate.filter(renewal_due_at__lte=now, status=CertificateStatus.ACTIVE, auto_renew=True)
         .filter(Q(next_renewal_attempt_at__isnull=True) | Q(next_renewal_attempt_at__lte=now))
+        # One open approval request per certificate: while it waits, the sweep leaves the certificate alone.
+        .exclude(id__in=Subquery(open_renewal_requests().values("renewal_of_id")))
         .order_by("renewal_due_at")
     )
 
@@ -98,7 +109,7 @@ async def renew_due(*, now: datetime | None = None, batch_size: int = 50) -> Ren
             await _renew_one(certificate_id, now, report)
         if len(ids) < batch_size or not fresh:
             break
-    if report.renewed or report.failed:
+    if report.renewed or report.failed or report.held:
         log.info("renewal sweep: %s", report)
     return report
 
@@ -120,6 +131,10 @@ async def _renew_one(certificate_id: uuid.UUID, now: datetime, report: RenewalRe
             mode=RenewalMode.NEW_KEY,
             enrollment_method=certificate.enrollment_method,
         )
+    except ApprovalPending as pending:
+        await _hold(certificate, pending.request)
+        report.held[certificate.id] = pending.request.id
+        return
     except KeywardError as exc:
         error = exc.message
     except Exception as exc:  # a bug or an outage must not stop the sweep; the log has the traceback
@@ -132,6 +147,16 @@ async def _renew_one(certificate_id: uuid.UUID, now: datetime, report: RenewalRe
         report.failed[certificate.id] = error
     else:
         report.skipped += 1
+
+
+async def _hold(certificate: Certificate, request: ApprovalRequest) -> None:
+    """An approval policy holds the renewal: the sweep leaves the certificate alone while its one request
+    is open (until it expires); approving it renews the certificate, which stops it being due."""
+    await (
+        Certificate.filter(id=certificate.id, status=CertificateStatus.ACTIVE)
+        .filter(Q(next_renewal_attempt_at__isnull=True) | Q(next_renewal_attempt_at__lt=request.expires_at))
+        .update(next_renewal_attempt_at=request.expires_at, updated_at=datetime.now(UTC))
+    )
 
 
 async def _record_failure(certificate: Certificate, actor: Actor, error: str, now: datetime) -> bool:

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from core import audit, runtime
+from core import approval, audit, runtime
 from core.access import load_application
 from core.approval import ApprovalPending
 from core.authz import Actor, Permission
@@ -37,7 +37,14 @@ from core.ca import SigningMaterial, require_active, signing_material
 from core.certificate import RenewalMode, renew_certificate
 from core.errors import InvalidInput, InvalidState, KeywardError, NotFound
 from core.issuance import issue_certificate, load_attachment_joined
-from models import ApplicationProfile, Certificate, CertificateAuthority, ScepChallenge, ScepTransaction
+from models import (
+    ApplicationProfile,
+    ApprovalRequest,
+    Certificate,
+    CertificateAuthority,
+    ScepChallenge,
+    ScepTransaction,
+)
 from models.enums import AuditOutcome, CertificateStatus, EnrollmentMethod
 from pki import errors as pki_errors
 from pki import scep as pki_scep
@@ -685,7 +692,29 @@ async def _resent(
     )
     if row is None or row.csr_der != envelope.plaintext:
         return None
-    return _transaction_reply(endpoint, message, row, envelope)
+    return _transaction_reply(endpoint, message, await _settled(row), envelope)
+
+
+async def _settled(row: ScepTransaction) -> ScepTransaction:
+    """A pending transaction whose approval request was decided before the row existed follows it now.
+
+    The PENDING row commits just after its approval request; an approver fast enough to decide in between
+    finds no row to update, so the request's outcome is read here.
+    """
+    if row.status != "pending":
+        return row
+    request = await ApprovalRequest.filter(attachment_id=row.attachment_id, correlation=str(row.id)).first()
+    if request is None:
+        return row
+    if request.status == approval.ISSUED and request.certificate_id is not None:
+        await ScepTransaction.filter(id=row.id, status="pending").update(
+            status="issued", certificate_id=request.certificate_id
+        )
+    elif request.status in (approval.REJECTED, approval.EXPIRED, approval.CANCELLED, approval.FAILED):
+        await ScepTransaction.filter(id=row.id, status="pending").update(status="failed")
+    else:
+        return row
+    return await ScepTransaction.get(id=row.id).prefetch_related("certificate")
 
 
 def _transaction_reply(
@@ -805,6 +834,11 @@ async def _renew(endpoint: Endpoint, message: pki_scep.PkiMessage, source_addres
         raise ScepError("the RenewalReq is not signed by a certificate of this CA", FailInfo.BAD_REQUEST)
     if not signer.not_valid_before_utc <= now <= signer.not_valid_after_utc:
         raise ScepError("the signing certificate is not currently valid", FailInfo.BAD_TIME)
+    envelope = _open(endpoint, message)
+    # A RenewalReq sent again while (or after) approval held it: its transaction's state, as for PKCSReq.
+    resent = await _resent(endpoint, message, envelope)
+    if resent is not None:
+        return resent
     old = await Certificate.get_or_none(
         ca_id=endpoint.material.ca_id, serial_hex=serial_hex(signer.serial_number)
     )
@@ -816,14 +850,24 @@ async def _renew(endpoint: Endpoint, message: pki_scep.PkiMessage, source_addres
         raise ScepError("the signing certificate was not issued through this profile", FailInfo.BAD_REQUEST)
     if CertificateStatus(old.status) != CertificateStatus.ACTIVE:
         raise ScepError(f"the signing certificate is {old.status}", FailInfo.BAD_REQUEST)
-    envelope = _open(endpoint, message)
-    new = await renew_certificate(
-        actor=_actor(endpoint, message, source_address),
-        certificate_id=old.id,
-        mode=RenewalMode.CSR,
-        csr=envelope.plaintext,
-        enrollment_method=EnrollmentMethod.SCEP,
-    )
+    # The transaction row's id is the approval request's handle, should a policy hold the renewal.
+    transaction_row_id = uuid.uuid4()
+    try:
+        new = await renew_certificate(
+            actor=_actor(endpoint, message, source_address),
+            certificate_id=old.id,
+            mode=RenewalMode.CSR,
+            csr=envelope.plaintext,
+            enrollment_method=EnrollmentMethod.SCEP,
+            approval_correlation=str(transaction_row_id),
+        )
+    except ApprovalPending as pending:
+        if pending.request.correlation != str(transaction_row_id):
+            # Another transaction's renewal of this certificate already waits: this one cannot follow it.
+            raise ScepError(
+                "a renewal of the signing certificate is already waiting for approval", FailInfo.BAD_REQUEST
+            ) from None
+        return await _hold(endpoint, message, transaction_row_id, envelope.plaintext, None)
     await ScepTransaction.create(
         attachment_id=attachment.id,
         transaction_id=message.reply_to.transaction_id,
@@ -848,4 +892,4 @@ async def _poll(endpoint: Endpoint, message: pki_scep.PkiMessage) -> bytes:
     )
     if row is None:
         raise ScepError("no transaction with this transactionID", FailInfo.BAD_CERT_ID)
-    return _transaction_reply(endpoint, message, row, envelope)
+    return _transaction_reply(endpoint, message, await _settled(row), envelope)

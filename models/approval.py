@@ -104,6 +104,11 @@ class ApprovalRequest(Model):
         "models.Certificate", related_name="approval_requests", null=True, on_delete=fields.SET_NULL
     )
     certificate_id: uuid.UUID | None
+    # A renewal: the certificate the approved request renews (it becomes `renewed` once, at issuance).
+    renewal_of: fields.ForeignKeyNullableRelation[Certificate] = fields.ForeignKeyField(
+        "models.Certificate", related_name="renewal_requests", null=True, on_delete=fields.SET_NULL
+    )
+    renewal_of_id: uuid.UUID | None
     # The protocol's own handle: ACME order id, EST identity and CSR key digest, SCEP transaction row id.
     correlation = fields.CharField(max_length=255, null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -117,6 +122,7 @@ class ApprovalRequest(Model):
             ("organization_id", "created_at"),
             ("requester_id",),
             ("attachment_id", "correlation"),
+            ("renewal_of_id", "status"),
         )
 
 

@@ -24,5 +24,6 @@ def all_jobs() -> list[Job]:
         alerts.SCAN_EXPIRING,
         acme.VALIDATE,
         approvals.EXPIRE,
+        approvals.RETRY_APPROVED,
         syncs.PUSH,
     ]

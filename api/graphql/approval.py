@@ -141,6 +141,9 @@ class ApprovalRequest:
     decided_at: datetime | None
     failure_reason: str | None
     created_at: datetime
+    renewal_of_id: strawberry.ID | None = strawberry.field(
+        default=None, description="A renewal: the certificate it renews once approved."
+    )
 
     def authz_scope(self) -> Scope:
         return Scope(self._model.organization_id, self._model.application_id)
@@ -190,6 +193,7 @@ class ApprovalRequest:
             decided_at=model.decided_at,
             failure_reason=model.failure_reason,
             created_at=model.created_at,
+            renewal_of_id=strawberry.ID(str(model.renewal_of_id)) if model.renewal_of_id else None,
         )
 
 

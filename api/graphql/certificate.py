@@ -377,8 +377,15 @@ class IssueCertificatePayload(ScopedPayload):
 @guard_type(Permission.CERTIFICATE_READ)
 @strawberry.type
 class RenewCertificatePayload(ScopedPayload):
-    certificate: Certificate = strawberry.field(description="The new certificate.")
-    previous: Certificate = strawberry.field(description="The renewed one, now RENEWED and still valid.")
+    certificate: Certificate | None = strawberry.field(
+        description="The new certificate; null while an approval policy holds it (see approvalRequest)."
+    )
+    previous: Certificate = strawberry.field(
+        description="The renewed one, now RENEWED and still valid (still ACTIVE while the renewal waits)."
+    )
+    approval_request: Annotated[ApprovalRequest, strawberry.lazy("api.graphql.approval")] | None = (
+        strawberry.field(default=None, description="The renewal waiting for approval, status PENDING.")
+    )
 
 
 @guard_type(Permission.CERTIFICATE_READ)
@@ -474,12 +481,24 @@ class Mutation:
     async def renew_certificate(self, info: Info, input: RenewCertificateInput) -> RenewCertificatePayload:
         actor = info.context.actor
         certificate_id = parse_id(input.certificate_id, "certificate")
-        model = await service.renew_certificate(
-            actor=actor,
-            certificate_id=certificate_id,
-            mode=service.RenewalMode(input.mode.value),
-            csr=input.csr,
-        )
+        try:
+            model = await service.renew_certificate(
+                actor=actor,
+                certificate_id=certificate_id,
+                mode=service.RenewalMode(input.mode.value),
+                csr=input.csr,
+            )
+        except ApprovalPending as pending:
+            from api.graphql.approval import ApprovalRequest  # noqa: PLC0415 - approval imports this module
+
+            held = pending.request
+            previous = await service.get_certificate(actor=actor, certificate_id=certificate_id)
+            return RenewCertificatePayload(
+                _scope=_scope(previous),
+                certificate=None,
+                previous=Certificate.from_model(previous),
+                approval_request=ApprovalRequest.from_model(held),
+            )
         previous = await service.get_certificate(actor=actor, certificate_id=certificate_id)
         return RenewCertificatePayload(
             _scope=_scope(model),
