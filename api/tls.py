@@ -95,4 +95,7 @@ def serve_options(args: Any) -> dict[str, Any]:
     proxies = runtime.settings().trusted_proxies
     if proxies:
         options["forwarded_allow_ips"] = ",".join(str(network) for network in proxies)
+    else:
+        # uvicorn believes X-Forwarded-* from loopback by default: with no proxy configured, from nobody.
+        options["proxy_headers"] = False
     return options

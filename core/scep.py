@@ -36,7 +36,7 @@ from core.authz import Actor, Permission
 from core.ca import SigningMaterial, require_active, signing_material
 from core.certificate import RenewalMode, renew_certificate
 from core.errors import InvalidInput, InvalidState, KeywardError, NotFound
-from core.issuance import issue_certificate, load_attachment_joined
+from core.issuance import issue_certificate, load_attachment_joined, parse_request_csr, with_common_name_san
 from models import (
     ApplicationProfile,
     ApprovalRequest,
@@ -56,6 +56,7 @@ from pki.certificate import (
     sign_leaf_certificate,
     verify_issued_by,
 )
+from pki.est import reenroll_mismatch as renewal_mismatch  # RFC 7030's rule, the same for SCEP
 from pki.key import KeyAlgorithm, generate_private_key, serialize_private_key
 from pki.scep import FailInfo, MessageType, PkiStatus, ReplyTo, ScepError
 
@@ -643,7 +644,24 @@ def _open(endpoint: Endpoint, message: pki_scep.PkiMessage) -> pki_scep.Envelope
     return pki_scep.decrypt_envelope(message.envelope, endpoint.ra.certificate, endpoint.ra.key)
 
 
-def _static_matches(attachment: ApplicationProfile, challenge: str) -> bool:
+# argon2 costs ~0.1 s and 64 MiB: run it off the event loop, a few at a time, so anyone able to send a
+# PKCSReq (the RA certificate is public) cannot stall the process or exhaust memory with wrong challenges.
+_argon2_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def _argon2_slot() -> asyncio.Semaphore:
+    """This event loop's slots (a semaphore is bound to the loop it first waited on)."""
+    return _argon2_slots.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(2))
+
+
+def _verify_static(stored: str, challenge: str) -> bool:
+    try:
+        return bool(_hasher.verify(stored, challenge))
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def _static_matches(attachment: ApplicationProfile, challenge: str) -> bool:
     stored = attachment.scep_static_challenge_hash
     if stored is None:
         return False
@@ -651,10 +669,8 @@ def _static_matches(attachment: ApplicationProfile, challenge: str) -> bool:
     if key in _verified_static:
         _verified_static.move_to_end(key)
         return True
-    try:
-        ok = _hasher.verify(stored, challenge)
-    except (VerificationError, InvalidHashError):
-        return False
+    async with _argon2_slot():
+        ok = await asyncio.to_thread(_verify_static, stored, challenge)
     if ok:
         _verified_static[key] = None
         while len(_verified_static) > _VERIFIED_STATIC_MAX:
@@ -746,7 +762,7 @@ async def _enroll(endpoint: Endpoint, message: pki_scep.PkiMessage, source_addre
     dynamic: ScepChallenge | None = None
     if attachment.scep_challenge_mode == "dynamic":
         dynamic = await _dynamic_challenge(attachment, challenge)
-    elif not _static_matches(attachment, challenge):
+    elif not await _static_matches(attachment, challenge):
         raise ScepError("the challenge password is wrong", FailInfo.BAD_REQUEST)
     # The transaction row's id is the approval request's handle, should a policy hold the request.
     transaction_row_id = uuid.uuid4()
@@ -850,6 +866,14 @@ async def _renew(endpoint: Endpoint, message: pki_scep.PkiMessage, source_addres
         raise ScepError("the signing certificate was not issued through this profile", FailInfo.BAD_REQUEST)
     if CertificateStatus(old.status) != CertificateStatus.ACTIVE:
         raise ScepError(f"the signing certificate is {old.status}", FailInfo.BAD_REQUEST)
+    # A renewal keeps the signer's identity: the new CSR must ask for the same subject and names.
+    try:
+        request = parse_request_csr(envelope.plaintext)
+    except pki_errors.InvalidCsr as exc:
+        raise ScepError(exc.message, FailInfo.BAD_REQUEST) from None
+    mismatch = renewal_mismatch(request.csr, request.sans, signer, with_common_name_san(request.subject, []))
+    if mismatch is not None:
+        raise ScepError(f"renewal refused: {mismatch}", FailInfo.BAD_REQUEST)
     # The transaction row's id is the approval request's handle, should a policy hold the renewal.
     transaction_row_id = uuid.uuid4()
     try:

@@ -400,11 +400,13 @@ async def push_due(
 ) -> SyncReport:
     """Push or remove every due target once (a batch at a time, destinations bounded); returns counts."""
     report = SyncReport()
-    clock = now or datetime.now(UTC)
+    started = datetime.now(UTC)
+    clock = now or started
     report.expired_queued = await queue_expired_removals(clock)
     semaphores: dict[uuid.UUID, asyncio.Semaphore] = {}
     while True:
-        claimed = await _claim(clock, batch_size, lease)
+        # Each batch's lease runs from its own claim: a long sweep must not hand out leases already past.
+        claimed = await _claim(clock + (datetime.now(UTC) - started), batch_size, lease)
         if not claimed:
             return report
         syncs = {s.id: s for s in await Sync.filter(id__in=list({t.sync_id for t in claimed}))}

@@ -21,6 +21,7 @@ from models import ApprovalDecision as ApprovalDecisionModel
 from models import ApprovalPolicy as ApprovalPolicyModel
 from models import ApprovalRequest as ApprovalRequestModel
 from models import Certificate as CertificateModel
+from models.enums import EnrollmentMethod
 from pki.duration import format_duration, parse_duration
 from pki.errors import PkiError
 
@@ -133,7 +134,9 @@ class ApprovalRequest:
     common_name: str | None
     sans: list[str]
     key_algorithm: str | None
-    csr_pem: str | None = strawberry.field(description="The client's request; null for a server-made key.")
+    csr_pem: str | None = strawberry.field(
+        description="The client's request; null for a server-made key and for SCEP (it holds the challenge)."
+    )
     current_step: int = strawberry.field(description="1-based; the step waiting for approvals.")
     step_count: int
     steps: list[ApprovalStep] = strawberry.field(description="As they were when the request was made.")
@@ -178,7 +181,8 @@ class ApprovalRequest:
             common_name=summary.get("commonName"),
             sans=list(summary.get("sans") or []),
             key_algorithm=summary.get("keyAlgorithm"),
-            csr_pem=model.csr_pem,
+            # A SCEP request carries its challenge password in the CSR: never shown back.
+            csr_pem=None if model.method == EnrollmentMethod.SCEP.value else model.csr_pem,
             current_step=model.current_step + 1,
             step_count=len(model.steps or []),
             steps=[

@@ -59,6 +59,26 @@ async def test_scepclient_enrolls_with_the_static_challenge_and_renews(
     assert issued.status == CertificateStatus.RENEWED
 
 
+async def test_a_renewal_cannot_change_the_name(
+    live_server: str, gql: GraphQL, org_admin: OrgAdmin, tmp_path: Path
+) -> None:
+    """A RenewalReq authenticates with the current certificate, so it may only renew that identity."""
+    scene = await scep_scene(gql, org_admin)
+    result = await scepclient(tmp_path, scene.url, challenge=STATIC_CHALLENGE, cn="device7.example.com")
+    assert result.returncode == 0, (result.output, await refusals())
+    held = load_pem_certificate(tmp_path / "client.pem")
+
+    (tmp_path / "csr.pem").unlink()  # scepclient reuses a CSR it finds: make it write one for the new name
+    other = await scepclient(tmp_path, scene.url, challenge=None, cn="vpn.example.com")
+    assert other.returncode != 0
+    assert "badRequest" in other.output, other.output
+    assert load_pem_certificate(tmp_path / "client.pem") == held
+    assert await Certificate.all().count() == 1
+    original = await Certificate.get(serial_hex=serial_hex(held.serial_number))
+    assert original.status == CertificateStatus.ACTIVE
+    assert any("renewal refused" in reason for reason in await refusals()), await refusals()
+
+
 async def test_wrong_static_challenge_is_refused_and_nothing_is_issued(
     live_server: str, gql: GraphQL, org_admin: OrgAdmin, tmp_path: Path
 ) -> None:
