@@ -54,6 +54,7 @@ from core.issuance import (
     store_certificate,
     with_common_name_san,
 )
+from core.password_checks import verify_off_loop
 from models import ApplicationProfile, Certificate
 from models.enums import CertificateStatus, EnrollmentMethod
 from pki import errors as pki_errors
@@ -376,7 +377,7 @@ async def _passphrase_ok(attachment: ApplicationProfile, username: str, passphra
         return good and stored is not None
 
     # argon2 runs whatever the username, so a wrong username takes as long as a wrong passphrase.
-    good = await asyncio.to_thread(verify)
+    good = await verify_off_loop(verify)
     good = hmac.compare_digest(username.encode("utf-8", "surrogatepass"), expected_user.encode()) and good
     if good:
         _remember(entry)

@@ -37,6 +37,7 @@ from core.ca import SigningMaterial, require_active, signing_material
 from core.certificate import RenewalMode, renew_certificate
 from core.errors import InvalidInput, InvalidState, KeywardError, NotFound
 from core.issuance import issue_certificate, load_attachment_joined, parse_request_csr, with_common_name_san
+from core.password_checks import verify_off_loop
 from models import (
     ApplicationProfile,
     ApprovalRequest,
@@ -644,16 +645,6 @@ def _open(endpoint: Endpoint, message: pki_scep.PkiMessage) -> pki_scep.Envelope
     return pki_scep.decrypt_envelope(message.envelope, endpoint.ra.certificate, endpoint.ra.key)
 
 
-# argon2 costs ~0.1 s and 64 MiB: run it off the event loop, a few at a time, so anyone able to send a
-# PKCSReq (the RA certificate is public) cannot stall the process or exhaust memory with wrong challenges.
-_argon2_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
-
-
-def _argon2_slot() -> asyncio.Semaphore:
-    """This event loop's slots (a semaphore is bound to the loop it first waited on)."""
-    return _argon2_slots.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(2))
-
-
 def _verify_static(stored: str, challenge: str) -> bool:
     try:
         return bool(_hasher.verify(stored, challenge))
@@ -669,8 +660,7 @@ async def _static_matches(attachment: ApplicationProfile, challenge: str) -> boo
     if key in _verified_static:
         _verified_static.move_to_end(key)
         return True
-    async with _argon2_slot():
-        ok = await asyncio.to_thread(_verify_static, stored, challenge)
+    ok = await verify_off_loop(lambda: _verify_static(stored, challenge))
     if ok:
         _verified_static[key] = None
         while len(_verified_static) > _VERIFIED_STATIC_MAX:
