@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from tortoise.models import Model
 
 from core import authz
 from core.authz import Actor, Permission, Scope
-from core.errors import NotFound
-from models import Application
+from core.errors import InvalidInput, NotFound
+from models import Application, ApplicationProfile
 
 
 def application_scope(application: Application) -> Scope:
@@ -52,3 +53,37 @@ async def load_application_row(
     except NotFound:
         raise NotFound(f"{noun} {row_id} not found") from None
     return row, application
+
+
+async def load_attachment(
+    application: Application, profile_id: uuid.UUID, *related: str
+) -> ApplicationProfile:
+    """The pair of `application` and profile `profile_id`, `related` prefetched; NOT_FOUND if not attached."""
+    query = ApplicationProfile.get_or_none(application_id=application.id, profile_id=profile_id)
+    attachment = await (query.prefetch_related(*related) if related else query)
+    if attachment is None:
+        raise NotFound(
+            f"profile {profile_id} is not attached to application {application.name!r}", field="profileId"
+        )
+    return attachment
+
+
+async def attached_profiles(
+    application: Application, profile_ids: Sequence[uuid.UUID]
+) -> list[ApplicationProfile]:
+    """The attachments of `profile_ids` in order, duplicates dropped; INVALID_INPUT names each one missing."""
+    wanted = list(dict.fromkeys(profile_ids))
+    if not wanted:
+        return []
+    rows = {
+        a.profile_id: a
+        for a in await ApplicationProfile.filter(application_id=application.id, profile_id__in=wanted)
+    }
+    missing = [str(p) for p in wanted if p not in rows]
+    if missing:
+        raise InvalidInput(
+            f"profile(s) {', '.join(missing)} are not attached to application '{application.name}'; "
+            "an application Admin attaches them first",
+            field="profileIds",
+        )
+    return [rows[p] for p in wanted]

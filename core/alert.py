@@ -17,7 +17,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from core import audit, channel, runtime
-from core.access import load_application, load_application_row
+from core.access import attached_profiles, load_application, load_application_row
 from core.authz import Actor, Permission
 from core.channel import AttemptResult, Notification
 from core.delivery import log_attempt
@@ -26,7 +26,6 @@ from models import (
     Alert,
     AlertChannel,
     Application,
-    ApplicationProfile,
     Delivery,
     DeliveryAttempt,
     ExpirationNotice,
@@ -300,21 +299,7 @@ def _check_channels(
 
 
 async def _check_profiles(application: Application, profile_ids: Sequence[uuid.UUID]) -> list[str]:
-    wanted = list(dict.fromkeys(profile_ids))
-    if not wanted:
-        return []
-    attached = set(
-        await ApplicationProfile.filter(application_id=application.id, profile_id__in=wanted).values_list(
-            "profile_id", flat=True
-        )
-    )
-    missing = [str(p) for p in wanted if p not in attached]
-    if missing:
-        raise InvalidInput(
-            f"profile(s) {', '.join(missing)} are not attached to application {application.name}",
-            field="profileIds",
-        )
-    return [str(p) for p in wanted]
+    return [str(a.profile_id) for a in await attached_profiles(application, profile_ids)]
 
 
 def _check_thresholds(event_types: list[str], thresholds: list[int]) -> None:

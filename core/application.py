@@ -17,7 +17,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from core import audit, authz, runtime
-from core.access import load_application
+from core.access import load_application, load_attachment
 from core.authz import Actor, Permission, Scope
 from core.errors import Conflict, InvalidInput, InvalidState, NotFound
 from models import (
@@ -425,17 +425,6 @@ async def attach_profile(
     return attachment
 
 
-async def _load_attachment(application: Application, profile_id: uuid.UUID) -> ApplicationProfile:
-    attachment = await ApplicationProfile.get_or_none(
-        application_id=application.id, profile_id=profile_id
-    ).prefetch_related("profile")
-    if attachment is None:
-        raise NotFound(
-            f"profile {profile_id} is not attached to application {application.name!r}", field="profileId"
-        )
-    return attachment
-
-
 def current_settings(attachment: ApplicationProfile) -> ApiEnrollmentSettings:
     return ApiEnrollmentSettings(
         enabled=attachment.api_enabled,
@@ -453,7 +442,7 @@ async def update_attachment(
 ) -> ApplicationProfile:
     """Change the named API settings (fields of ApiEnrollmentSettings); the others stay as they are."""
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
-    attachment = await _load_attachment(application, profile_id)
+    attachment = await load_attachment(application, profile_id, "profile")
     before = current_settings(attachment)
     api = dataclasses.replace(before, **changes)
     _check_settings(api, attachment.profile)
@@ -488,7 +477,7 @@ async def detach_profile(
 ) -> ApplicationProfile:
     """Stops new issuance through this pair; certificates already issued stay in the inventory."""
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
-    attachment = await _load_attachment(application, profile_id)
+    attachment = await load_attachment(application, profile_id, "profile")
     async with in_transaction() as conn:
         await ApplicationProfile.filter(id=attachment.id).using_db(conn).delete()
         await audit.record(
@@ -553,7 +542,7 @@ async def enable_acme(
 ) -> ApplicationProfile:
     """Turn ACME on for the pair; the first enable creates the EAB key id and HMAC key."""
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
-    attachment = await _load_attachment(application, profile_id)
+    attachment = await load_attachment(application, profile_id, "profile")
     if attachment.profile.deleted_at is not None:
         raise InvalidState(f"profile {attachment.profile.name!r} is deleted: it issues no new certificates")
     generated = attachment.acme_eab_kid is None or attachment.acme_eab_hmac_encrypted is None
@@ -576,7 +565,7 @@ async def disable_acme(
 ) -> ApplicationProfile:
     """Turn ACME off: the directory answers 404; accounts and the EAB key are kept for a later enable."""
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
-    attachment = await _load_attachment(application, profile_id)
+    attachment = await load_attachment(application, profile_id, "profile")
     if not attachment.acme_enabled:
         return attachment
     attachment.acme_enabled = False
@@ -588,7 +577,7 @@ async def rotate_acme_eab(
 ) -> ApplicationProfile:
     """A new EAB key id and HMAC key; the old ones stop working at once (existing accounts stay valid)."""
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
-    attachment = await _load_attachment(application, profile_id)
+    attachment = await load_attachment(application, profile_id, "profile")
     _new_eab_credentials(attachment)
     return await _save_acme(actor, attachment, "application_profile.acme_rotate_eab", {})
 

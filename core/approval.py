@@ -25,7 +25,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from core import audit, authz, outbox
-from core.access import load_application, load_application_row, organization_scope
+from core.access import attached_profiles, load_application, load_application_row, organization_scope
 from core.authz import Actor, Permission, Scope
 from core.errors import Conflict, Forbidden, InvalidInput, InvalidState, KeywardError, NotFound
 from core.issuance import IssuanceContext, PreparedRequest, issue_certificate
@@ -152,19 +152,7 @@ async def _attachments(
 ) -> list[ApplicationProfile]:
     if not profile_ids:
         raise InvalidInput("name at least one attached profile the policy covers", field="profileIds")
-    wanted = list(dict.fromkeys(profile_ids))
-    rows = {
-        a.profile_id: a
-        for a in await ApplicationProfile.filter(application_id=application.id, profile_id__in=wanted)
-    }
-    missing = [str(p) for p in wanted if p not in rows]
-    if missing:
-        raise InvalidInput(
-            f"profile(s) {', '.join(missing)} are not attached to application '{application.name}'; "
-            "an application Admin attaches them first",
-            field="profileIds",
-        )
-    return [rows[p] for p in wanted]
+    return await attached_profiles(application, profile_ids)
 
 
 async def _check_overlap(

@@ -27,7 +27,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from core import approval, audit, outbox, runtime
-from core.access import load_application
+from core.access import load_application, load_attachment
 from core.approval import ApprovalPending
 from core.authz import Actor, Permission
 from core.ca import signing_material
@@ -145,13 +145,7 @@ async def _load_attachment(
     actor: Actor, application_id: uuid.UUID, profile_id: uuid.UUID
 ) -> ApplicationProfile:
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
-    attachment = await ApplicationProfile.get_or_none(
-        application_id=application.id, profile_id=profile_id
-    ).prefetch_related("profile")
-    if attachment is None:
-        raise NotFound(
-            f"profile {profile_id} is not attached to application {application.name!r}", field="profileId"
-        )
+    attachment = await load_attachment(application, profile_id, "profile")
     attachment.application = application
     return attachment
 

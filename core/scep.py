@@ -30,12 +30,12 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from core import approval, audit, runtime
-from core.access import load_application
+from core.access import load_application, load_attachment
 from core.approval import ApprovalPending
 from core.authz import Actor, Permission
 from core.ca import SigningMaterial, require_active, signing_material
 from core.certificate import RenewalMode, renew_certificate
-from core.errors import InvalidInput, InvalidState, KeywardError, NotFound
+from core.errors import InvalidInput, InvalidState, KeywardError
 from core.issuance import issue_certificate, load_attachment_joined, parse_request_csr, with_common_name_san
 from core.password_checks import verify_off_loop
 from models import (
@@ -234,14 +234,7 @@ async def _load_for_settings(
     actor: Actor, application_id: uuid.UUID, profile_id: uuid.UUID
 ) -> tuple[Any, ApplicationProfile]:
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
-    attachment = await ApplicationProfile.get_or_none(
-        application_id=application.id, profile_id=profile_id
-    ).prefetch_related("profile", "profile__ca")
-    if attachment is None:
-        raise NotFound(
-            f"profile {profile_id} is not attached to application {application.name!r}", field="profileId"
-        )
-    return application, attachment
+    return application, await load_attachment(application, profile_id, "profile", "profile__ca")
 
 
 _SCEP_FIELDS = [
@@ -411,11 +404,7 @@ async def generate_scep_challenge(
 ) -> GeneratedChallenge:
     """A one-time challenge for a dynamic-challenge pair (Operators, Admins); refused beyond the maximum."""
     application = await load_application(actor, application_id, Permission.SCEP_CHALLENGE_CREATE)
-    attachment = await ApplicationProfile.get_or_none(application_id=application.id, profile_id=profile_id)
-    if attachment is None:
-        raise NotFound(
-            f"profile {profile_id} is not attached to application {application.name!r}", field="profileId"
-        )
+    attachment = await load_attachment(application, profile_id)
     if not attachment.scep_enabled or attachment.scep_challenge_mode != "dynamic":
         raise InvalidState(
             "dynamic SCEP challenges need SCEP enabled with challenge mode DYNAMIC on this attached profile"

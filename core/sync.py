@@ -19,12 +19,12 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from core import audit, runtime
-from core.access import load_application, load_application_row
+from core.access import attached_profiles, load_application, load_application_row
 from core.authz import Actor, Permission
 from core.errors import Conflict, InvalidInput, NotFound
 from core.sync_destinations import destination_for
 from core.sync_destinations.common import needs_keystore_password
-from models import Application, ApplicationProfile, Certificate, OutboxEvent
+from models import Application, Certificate, OutboxEvent
 from models.enums import CertificateStatus
 from models.sync import Sync, SyncAction, SyncDestination, SyncFormat, SyncTarget, SyncTargetStatus
 from pki import sealing
@@ -179,23 +179,9 @@ def _check_destination(
 
 
 async def _check_profiles(application: Application, profile_ids: Sequence[uuid.UUID]) -> list[str]:
-    wanted = list(dict.fromkeys(profile_ids))
-    if len(wanted) > MAX_FILTER_ITEMS:
+    if len(set(profile_ids)) > MAX_FILTER_ITEMS:
         raise InvalidInput(f"at most {MAX_FILTER_ITEMS} profiles", field="profileIds")
-    if not wanted:
-        return []
-    attached = set(
-        await ApplicationProfile.filter(application_id=application.id, profile_id__in=wanted).values_list(
-            "profile_id", flat=True
-        )
-    )
-    missing = [str(p) for p in wanted if p not in attached]
-    if missing:
-        raise InvalidInput(
-            f"profile(s) {', '.join(missing)} are not attached to application {application.name}",
-            field="profileIds",
-        )
-    return [str(p) for p in wanted]
+    return [str(a.profile_id) for a in await attached_profiles(application, profile_ids)]
 
 
 async def _check_certificates(application: Application, certificate_ids: Sequence[uuid.UUID]) -> list[str]:
