@@ -6,6 +6,7 @@ from models.application import Application, ApplicationProfile
 from models.approval import ApprovalDecision, ApprovalPolicy, ApprovalPolicyAttachment, ApprovalRequest
 from models.audit import AuditChainHead, AuditEvent
 from models.certificate import Certificate
+from models.legacy import LegacyMembership, LegacyMigration, LegacyProject, LegacyResource, LegacyRole
 from models.membership import ApplicationMembership, ProductMembership
 from models.organization import Organization
 from models.outbox import OutboxEvent
@@ -39,6 +40,11 @@ __all__ = [
     "CertificateAuthority",
     "CertificatePolicy",
     "CertificateProfile",
+    "LegacyMembership",
+    "LegacyMigration",
+    "LegacyProject",
+    "LegacyResource",
+    "LegacyRole",
     "Organization",
     "OutboxEvent",
     "Principal",

@@ -19,6 +19,8 @@ class Application(Model):
     organization_id: uuid.UUID
     name = fields.CharField(max_length=100)
     description = fields.TextField(default="")
+    # The hidden container of a legacy project (models/legacy.py); never listed as an application.
+    legacy = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -46,7 +48,8 @@ class ApplicationProfile(Model):
     # ACME (RFC 8555): the directory of this pair; external account binding required by default.
     acme_enabled = fields.BooleanField(default=False)
     acme_eab_required = fields.BooleanField(default=True)
-    acme_eab_kid = fields.CharField(max_length=64, null=True, unique=True)
+    # Not unique: a migrated attachment keeps its legacy profile's key id, so clients change only the URL.
+    acme_eab_kid = fields.CharField(max_length=64, null=True, index=True)
     # The EAB HMAC key sealed under the KEK (context b"eab:<attachment id>"); revealed to app Admins only.
     acme_eab_hmac_encrypted = fields.BinaryField(null=True)
     # EST (RFC 7030): HTTP Basic (username and an argon2 hash of the passphrase, write-only) and/or TLS

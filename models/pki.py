@@ -91,6 +91,8 @@ class CertificateProfile(Model):
     default_extended_key_usages: fields.JSONField[Any] = fields.JSONField(default=list)
     default_subject: fields.JSONField[Any] = fields.JSONField(default=list)  # [[type, value], ...]
     renew_before_days = fields.IntField(default=30)
+    # The legacy project whose export created this profile (its enrollment is baked in, read-only).
+    legacy_project_id = fields.UUIDField(null=True)
     # Deleting a profile stops new issuance; its certificates keep pointing at it.
     deleted_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
