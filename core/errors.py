@@ -55,3 +55,27 @@ class InvalidState(KeywardError):
     """The object exists but is in a state that forbids the action (disabled CA, revoked certificate)."""
 
     code = "INVALID_STATE"
+
+
+class LegacyReadOnly(KeywardError):
+    """The enrollment configuration of a legacy profile cannot change: enrollment is configured in Applications."""
+
+    code = "LEGACY_READ_ONLY"
+
+
+class CreateInsideApplication(KeywardError):
+    """New alerts, syncs and approval policies are created inside an Application, never in a legacy project."""
+
+    code = "CREATE_INSIDE_APPLICATION"
+
+
+class InvalidImport(KeywardError):
+    """A legacy export that cannot be imported; `problems` lists each one with its JSON path in the file."""
+
+    code = "INVALID_IMPORT"
+
+
+class StalePlan(KeywardError):
+    """A migration plan made before the legacy project changed; `changes` says what changed."""
+
+    code = "STALE_PLAN"
