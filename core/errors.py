@@ -58,13 +58,13 @@ class InvalidState(KeywardError):
 
 
 class LegacyReadOnly(KeywardError):
-    """The enrollment configuration of a legacy profile cannot change: enrollment is configured in Applications."""
+    """A legacy profile's enrollment configuration cannot change: enrollment lives in Applications."""
 
     code = "LEGACY_READ_ONLY"
 
 
 class CreateInsideApplication(KeywardError):
-    """New alerts, syncs and approval policies are created inside an Application, never in a legacy project."""
+    """New alerts, syncs and approval policies are created inside Applications, not legacy projects."""
 
     code = "CREATE_INSIDE_APPLICATION"
 
