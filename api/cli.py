@@ -216,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     agent.set_defaults(func=_cmd_agent)
 
     sub.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=_cmd_schema)
+
+    from api.cli_migrate import add_parser as add_migrate_parser
+
+    add_migrate_parser(sub, _with_db)  # keyward migrate plan|apply PROJECT (SPEC §13)
+
+    from api.cli_legacy import add_parser as add_legacy_parser
+
+    add_legacy_parser(sub, _with_db)  # keyward legacy import FILE.json (SPEC §12)
     return parser
 
 

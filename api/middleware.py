@@ -69,25 +69,30 @@ class RequestLogMiddleware:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                duration_ms = round((time.perf_counter() - started) * 1000, 1)
-                method = scope.get("method", "")
-                path = _logged_path(scope)
-                client = scope.get("client")
-                remote = client[0] if client else None
-                log.info(
-                    "%s %s %d %.1fms",
-                    method,
-                    path,
-                    status,
-                    duration_ms,
-                    extra={
-                        "method": method,
-                        "path": path,
-                        "status": status,
-                        "duration_ms": duration_ms,
-                        "remote_addr": remote,
-                    },
-                )
+                if log.isEnabledFor(logging.INFO):  # at warning (a busy server's choice) nothing to build
+                    self._log(scope, status, started)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, started: float) -> None:
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        method = scope.get("method", "")
+        path = _logged_path(scope)
+        client = scope.get("client")
+        remote = client[0] if client else None
+        log.info(
+            "%s %s %d %.1fms",
+            method,
+            path,
+            status,
+            duration_ms,
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": duration_ms,
+                "remote_addr": remote,
+            },
+        )
 
 
 def http_middleware(settings: Settings | None = None) -> list[Middleware]:

@@ -1,4 +1,4 @@
-"""HTTPS for `keyward serve`: uvicorn's h11 protocol, passing the TLS client certificate to the app.
+"""HTTPS for `keyward serve`: uvicorn's HTTP protocol, passing the TLS client certificate to the app.
 
 uvicorn does not put the client certificate in the ASGI scope. This protocol reads it from the TLS
 connection once (`ssl_object.getpeercert(True)`, after the handshake) and adds it to every request's scope
@@ -16,6 +16,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:  # httptools (C) parses HTTP at a fraction of h11's (pure Python) cost; h11 where it is missing
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools is a declared dependency
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 TLS_EXTENSION = "tls"
 PEER_EXTENSION = "keyward.peer"
@@ -46,23 +51,42 @@ def _tls_extension(ssl_object: ssl.SSLObject) -> dict[str, Any]:
     }
 
 
+def _with_connection_extensions(protocol: Any, transport: asyncio.Transport) -> None:
+    """After connection_made: wrap the protocol's app so each request's scope gets this connection's
+    peer address and TLS client certificate."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    extensions: dict[str, Any] = {PEER_EXTENSION: list(protocol.client) if protocol.client else None}
+    if ssl_object is not None:
+        extensions[TLS_EXTENSION] = _tls_extension(ssl_object)
+    inner = protocol.app
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") in {"http", "websocket"}:
+            scope["extensions"] = {**(scope.get("extensions") or {}), **extensions}
+        await inner(scope, receive, send)
+
+    protocol.app = app
+
+
 class KeywardH11Protocol(H11Protocol):
     """H11Protocol whose requests carry the connection's TLS client certificate and real peer address."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        ssl_object = transport.get_extra_info("ssl_object")
-        extensions: dict[str, Any] = {PEER_EXTENSION: list(self.client) if self.client else None}
-        if ssl_object is not None:
-            extensions[TLS_EXTENSION] = _tls_extension(ssl_object)
-        inner = self.app
+        _with_connection_extensions(self, transport)
 
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            if scope.get("type") in {"http", "websocket"}:
-                scope["extensions"] = {**(scope.get("extensions") or {}), **extensions}
-            await inner(scope, receive, send)
 
-        self.app = app
+KeywardHttpToolsProtocol: type | None = None
+if HttpToolsProtocol is not None:
+
+    class _KeywardHttpToolsProtocol(HttpToolsProtocol):
+        """The same as KeywardH11Protocol, on httptools."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            _with_connection_extensions(self, transport)
+
+    KeywardHttpToolsProtocol = _KeywardHttpToolsProtocol
 
 
 def client_ssl_mode(client_ca: str | None) -> int:
@@ -71,8 +95,9 @@ def client_ssl_mode(client_ca: str | None) -> int:
 
 
 def serve_options(args: Any) -> dict[str, Any]:
-    """uvicorn options for `keyward serve`: this protocol always, HTTPS with --tls-cert/--tls-key, client
-    certificates with --tls-client-ca, and X-Forwarded-* believed only from KEYWARD_TRUSTED_PROXIES."""
+    """uvicorn options for `keyward serve`: this protocol always (on httptools, else h11), HTTPS with
+    --tls-cert/--tls-key, client certificates with --tls-client-ca, and X-Forwarded-* believed only from
+    KEYWARD_TRUSTED_PROXIES."""
     from pathlib import Path
 
     from core import runtime
@@ -84,7 +109,7 @@ def serve_options(args: Any) -> dict[str, Any]:
     for flag, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca)):
         if path and not Path(path).is_file():
             raise ConfigurationError(f"{flag} {path}: no such file")
-    options: dict[str, Any] = {"http": KeywardH11Protocol}
+    options: dict[str, Any] = {"http": KeywardHttpToolsProtocol or KeywardH11Protocol}
     if cert:
         options.update(
             ssl_certfile=cert,

@@ -6,7 +6,9 @@
 For each server and each concurrency N, N clients run at once; each registers an account (with EAB on
 Keyward), then loops: new order for a fresh name -> http-01 answered by a responder in this process ->
 finalize with a fresh P-256 CSR -> download the chain. New flows start for `--seconds`; in-flight ones
-finish (bounded). Prints completed orders per second for both servers and the ratio Keyward/Pebble.
+finish (bounded). Prints completed orders per second for both servers and the ratio Keyward/Pebble, and
+each server's CPU time per order (its process tree, from /proc): on a shared machine the rates move with
+the other load, the CPU per order much less.
 
 Both servers resolve names through one pebble-challtestsrv on loopback (every name -> 127.0.0.1) and
 validate against the same responder. Keyward, by default: one uvicorn process (`keyward serve
@@ -115,6 +117,7 @@ class Target:
     verify: ssl.SSLContext | bool
     eab: tuple[str, bytes] | None  # (kid, HMAC key)
     directory: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None  # the server process (its CPU time, with its children's, is measured)
 
 
 class Client:
@@ -249,10 +252,45 @@ class Result:
     seconds: float
     errors: list[str]
     phases: dict[str, float]  # mean seconds per completed order
+    server_cpu: float | None = None  # CPU seconds the server (and its child processes) used meanwhile
 
     @property
     def rate(self) -> float:
         return self.completed / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_order(self) -> str:
+        """Server CPU milliseconds per completed order: what the machine's other load does not change."""
+        if self.server_cpu is None or not self.completed:
+            return "n/a"
+        return f"{1000 * self.server_cpu / self.completed:.1f} ms"
+
+
+def process_tree_cpu(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process and its descendants, from Linux's /proc (None elsewhere)."""
+    if pid is None:
+        return None
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        table: dict[int, tuple[int, int]] = {}  # pid -> (parent, CPU ticks)
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            table[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid not in table:
+        return None
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        total += table[current][1]
+        pending += [child for child, (parent, _) in table.items() if parent == current]
+    return total / ticks
 
 
 async def run_load(target: Target, responder: Responder, clients: int, seconds: float) -> Result:
@@ -287,16 +325,19 @@ async def run_load(target: Target, responder: Responder, clients: int, seconds: 
             for label, spent in client.phases.items():
                 phases[label] = phases.get(label, 0.0) + spent
 
+        cpu_before = process_tree_cpu(target.pid)
         tasks = [asyncio.create_task(one_client(index)) for index in range(clients)]
         _, pending = await asyncio.wait(tasks, timeout=seconds + DRAIN_TIMEOUT)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         elapsed = time.perf_counter() - start
+        cpu_after = process_tree_cpu(target.pid)
         if pending:
             errors.append(f"{len(pending)} clients still busy {DRAIN_TIMEOUT:.0f}s after the window: stalled")
     means = {label: spent / completed for label, spent in phases.items()} if completed else {}
-    return Result(target.name, clients, completed, failed, elapsed, errors, means)
+    server_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return Result(target.name, clients, completed, failed, elapsed, errors, means, server_cpu)
 
 
 # ---------------------------------------------------------------- servers
@@ -462,7 +503,7 @@ async def _keyward_process(
     process = spawn(argv, env=env, log=log)
     try:
         await asyncio.to_thread(wait_port, port, process, "keyward serve")
-        yield Target("keyward", directory, False, (kid, hmac_key))
+        yield Target("keyward", directory, False, (kid, hmac_key), pid=process.pid)
     finally:
         await asyncio.to_thread(stop, process)
         log.close()
@@ -532,7 +573,7 @@ async def pebble_server(
     try:
         await asyncio.to_thread(wait_port, port, process, "pebble")
         context = ssl.create_default_context(cafile=str(root))
-        yield Target("pebble", f"https://127.0.0.1:{port}/dir", context, None)
+        yield Target("pebble", f"https://127.0.0.1:{port}/dir", context, None, pid=process.pid)
     finally:
         await asyncio.to_thread(stop, process)
         log.close()
@@ -585,6 +626,7 @@ async def _main(
                         print(f"[{name}] {_line(result)}", file=sys.stderr)
                         spent = ", ".join(f"{label} {mean:.3f}s" for label, mean in result.phases.items())
                         print(f"    mean per order: {spent}", file=sys.stderr)
+                        print(f"    server CPU per order: {result.cpu_per_order}", file=sys.stderr)
                         for error in result.errors[:3]:
                             print(f"    {error}", file=sys.stderr)
                 if name == "keyward" and any(r.failed for (t, _), r in results.items() if t == "keyward"):
@@ -603,6 +645,8 @@ async def _main(
             ratio = f"{ours.rate / theirs.rate:.2f}x" if theirs.rate else "inf (Pebble completed none)"
             rates = f"Keyward ({shape.describe()}) {ours.rate:.2f}/s, Pebble {theirs.rate:.2f}/s"
             print(f"{n:>3} clients: {rates}, Keyward/Pebble {ratio}")
+            cpu = f"Keyward {ours.cpu_per_order}, Pebble {theirs.cpu_per_order}"
+            print(f"{'':>3}          server CPU per order: {cpu}")
     return 1 if any(r.completed == 0 for (t, _), r in results.items() if t == "keyward") else 0
 
 

@@ -18,13 +18,20 @@ def application_scope(application: Application) -> Scope:
     return Scope(organization_id=application.organization_id, application_id=application.id)
 
 
-async def load_application(actor: Actor, application_id: uuid.UUID, permission: Permission) -> Application:
-    """The application, if the actor may see it; then `permission` is required on it (FORBIDDEN if not)."""
+async def load_application(
+    actor: Actor, application_id: uuid.UUID, permission: Permission, *, profile_id: uuid.UUID | None = None
+) -> Application:
+    """The application, if the actor may see it; then `permission` is required on it (FORBIDDEN if not).
+
+    `profile_id`: the one profile the action is about (legacy custom roles may be limited to some)."""
     application = await Application.get_or_none(id=application_id, organization_id=actor.organization_id)
     if application is None or not authz.can_see_application(actor, application_scope(application)):
         authz.require(actor, Permission.SELF)  # an anonymous caller learns UNAUTHENTICATED, not NOT_FOUND
         raise NotFound(f"application {application_id} not found")
-    authz.require(actor, permission, application_scope(application))
+    scope = application_scope(application)
+    if profile_id is not None:
+        scope = Scope(scope.organization_id, scope.application_id, profile_id=profile_id)
+    authz.require(actor, permission, scope)
     return application
 
 

@@ -7,7 +7,7 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,9 +16,10 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from core import audit, runtime
+from core import acme_sql, audit, runtime
 from core.authz import Actor
-from core.issuance import load_attachment_joined
+from core.issuance import attachment_from_row, attachment_statement
+from core.legacy.endpoints import is_legacy_attachment
 from models.acme import AcmeAccount, AcmeNonce, AcmeOrder
 from models.application import ApplicationProfile
 from pki import sealing
@@ -48,6 +49,14 @@ class PreloadedAccount:
 
 
 @dataclass(frozen=True)
+class UsedNonce:
+    """A POST's nonce, used up (or found unusable) with the attachment's query; verify_request reports it."""
+
+    value: str
+    used: bool
+
+
+@dataclass(frozen=True)
 class VerifiedRequest:
     """A POST whose JWS, nonce, url and signer were checked; handlers act on it."""
 
@@ -57,6 +66,8 @@ class VerifiedRequest:
     payload: dict[str, Any] | None  # parsed JSON payload; None for POST-as-GET (empty payload)
     url: str
     protected: dict[str, Any]
+    # The handler's first reads, made with the request's own query (load_acme_post), or None.
+    prefetched: acme_sql.Prefetch | None = None
 
 
 # Attachment and URLs -----------------------------------------------------------------------------------
@@ -68,51 +79,134 @@ def _not_found() -> AcmeProblem:
     )
 
 
-async def load_acme_attachment(application_id: str, profile_id: str) -> ApplicationProfile:
-    """The attachment with ACME enabled (application, profile, its CA and policy loaded), or a 404."""
+async def load_acme_attachment(application_id: str | None, profile_id: str) -> ApplicationProfile:
+    """The attachment with ACME enabled (application, profile, its CA and policy loaded), or a 404.
+
+    `application_id` None: the legacy URL form, `/acme/profiles/{profileId}/...` (core.legacy.endpoints).
+    """
     attachment, _ = await load_acme_request(application_id, profile_id)
     return attachment
 
 
 async def load_acme_request(
-    application_id: str, profile_id: str, *, kid: str | None = None
+    application_id: str | None, profile_id: str, *, kid: str | None = None
 ) -> tuple[ApplicationProfile, PreloadedAccount | None]:
     """The attachment (as load_acme_attachment) and, in the same query, the account a `kid` names.
 
-    Every ACME request starts here: one joined query, so a request costs as few round trips as possible.
     The account comes back as a PreloadedAccount for verify_request, which still checks it in full.
+    A legacy container answers only on the legacy form, an Application only on the application form.
     """
+    attachment, preloaded, _, _ = await load_acme_post(application_id, profile_id, kid=kid)
+    return attachment, preloaded
+
+
+async def load_acme_post(
+    application_id: str | None,
+    profile_id: str,
+    *,
+    kid: str | None = None,
+    nonce: str | None = None,
+    prefetch: Callable[[uuid.UUID], acme_sql.Prefetch | None] | None = None,
+) -> tuple[ApplicationProfile, PreloadedAccount | None, UsedNonce | None, acme_sql.Prefetch | None]:
+    """As load_acme_request, and the POST's `nonce` used up (replaced by its answer's) in the same trip.
+
+    Every ACME POST starts here. The nonce, as the body's protected header gives it before anything is
+    verified, is used whatever comes next: a request that fails verification has spent its nonce, as a
+    replayed one would, and its problem document carries the fresh one. verify_request reports an unusable
+    nonce where it always did, after the signature. `prefetch(account id)` (for a kid naming an account of
+    this directory) gives the handler's first reads, which run in the same trip too.
+    """
+    legacy = application_id is None
     try:
-        app_uuid, profile_uuid = uuid.UUID(application_id), uuid.UUID(profile_id)
+        app_uuid = None if application_id is None else uuid.UUID(application_id)
+        profile_uuid = uuid.UUID(profile_id)
     except ValueError:
         raise _not_found() from None
-    account_id = None if kid is None else _kid_account_id(app_uuid, profile_uuid, kid)
-    attachment, account = await load_attachment_joined(
+    account_id = None if kid is None else _kid_account_id(_directory_base(app_uuid, profile_uuid), kid)
+    connection = ApplicationProfile._meta.db
+    dialect = connection.capabilities.dialect
+    query, values = attachment_statement(
+        dialect,
         app_uuid,
         profile_uuid,
         with_application=True,
         account_id=account_id,
         with_account=account_id is not None,
+        legacy=legacy,
     )
-    if attachment is None or not attachment.acme_enabled:
+    steps: list[acme_sql.Step] = []
+    replacement = _replace_nonce_step(nonce, dialect)
+    if replacement is not None:
+        steps.append(replacement[0])
+    steps.append(("rows", query, values))
+    prefetched = prefetch(account_id) if prefetch is not None and account_id is not None else None
+    if prefetched is not None:
+        steps += prefetched.steps
+    results = await acme_sql.run_steps(steps)
+    used: UsedNonce | None = None
+    if replacement is not None and nonce is not None:
+        used = UsedNonce(nonce, bool(results[0]))
+        if used.used:
+            await _replaced(replacement[1])
+    rows = results[1 if replacement is not None else 0]
+    if prefetched is not None:
+        prefetched.settle(results[len(results) - len(prefetched.steps) :])
+    if not rows:
+        raise _not_found()
+    attachment, account = attachment_from_row(rows[0], with_account=account_id is not None)
+    if not attachment.acme_enabled or bool(attachment.application.legacy) != legacy:
         raise _not_found()
     preloaded = None if kid is None else PreloadedAccount(kid, account if account_id is not None else None)
-    return attachment, preloaded
+    return attachment, preloaded, used, prefetched
 
 
 def peek_kid(body: bytes) -> str | None:
     """The `kid` of a JWS body, unverified (only to load its account early), or None."""
+    return peek(body)[1]
+
+
+def peek(body: bytes) -> tuple[jws.Jws | None, str | None]:
+    """The body parsed as a JWS (None when it does not parse) and its `kid`, both unverified.
+
+    The parsed JWS goes on to verify_request, so a body is parsed once; a body that does not parse is
+    parsed again there, which reports why in its proper order.
+    """
     try:
-        kid = jws.parse_jws(body).protected.get("kid")
+        parsed = jws.parse_jws(body)
     except Exception:  # noqa: BLE001 - verify_request reports a bad body in its proper order
-        return None
-    return kid if isinstance(kid, str) else None
+        return None, None
+    kid = parsed.protected.get("kid")
+    return parsed, kid if isinstance(kid, str) else None
+
+
+_directory_bases: dict[tuple[str, uuid.UUID | None, uuid.UUID], str] = {}
+
+
+def _directory_base(application_id: uuid.UUID | None, profile_id: uuid.UUID) -> str:
+    """The URL every resource of a directory starts with (application form, or legacy form without one)."""
+    public_url = runtime.settings().public_url
+    key = (public_url, application_id, profile_id)
+    found = _directory_bases.get(key)
+    if found is not None:
+        return found
+    base = public_url.rstrip("/")
+    if application_id is None:
+        found = f"{base}/acme/profiles/{profile_id}/"
+    else:
+        found = f"{base}/acme/applications/{application_id}/profiles/{profile_id}/"
+    if len(_directory_bases) >= 4096:
+        _directory_bases.clear()
+    _directory_bases[key] = found
+    return found
 
 
 def acme_url(attachment: ApplicationProfile, path: str = "") -> str:
-    """Absolute URL of a resource of this attachment's directory ("directory" is the directory itself)."""
-    base = runtime.settings().public_url.rstrip("/")
-    return f"{base}/acme/applications/{attachment.application_id}/profiles/{attachment.profile_id}/{path}"
+    """Absolute URL of a resource of this attachment's directory ("directory" is the directory itself).
+
+    A legacy container's attachment gets the legacy form, so clients stay on the URLs they came in on.
+    """
+    application_id = None if is_legacy_attachment(attachment) else attachment.application_id
+    return _directory_base(application_id, attachment.profile_id) + path
 
 
 def account_url(attachment: ApplicationProfile, account: AcmeAccount) -> str:
@@ -205,6 +299,26 @@ async def purge_expired_nonces(now: datetime | None = None) -> int:
     return await AcmeNonce.filter(expires_at__lte=now or datetime.now(UTC)).delete()
 
 
+def _replace_nonce_step(value: str | None, dialect: str) -> tuple[acme_sql.Step, str] | None:
+    """The statement using `value` up and storing the answer's nonce in its place, and that new nonce;
+    None when there is nothing to use (no nonce, an implausible one, or no reply_nonce_scope)."""
+    reply = _reply_nonce.get()
+    if value is None or len(value) > 64 or reply is None or reply:
+        return None
+    now = datetime.now(UTC)
+    fresh = secrets.token_urlsafe(24)
+    values = [fresh, _expiry_value(now + NONCE_TTL), value, _expiry_value(now)]
+    return ("count", _nonce_query("replace", dialect), values), fresh
+
+
+async def _replaced(fresh: str) -> None:
+    """`fresh` replaced this request's nonce: its answer carries it."""
+    reply = _reply_nonce.get()
+    if reply is not None:
+        reply.append(fresh)
+    await _minted_one(datetime.now(UTC))
+
+
 async def consume_nonce(value: str) -> None:
     """Use the nonce up atomically, so only the first request with it finds it; a replay not.
 
@@ -238,10 +352,26 @@ async def consume_nonce(value: str) -> None:
 # Request verification ----------------------------------------------------------------------------------
 
 
-def _kid_account_id(application_id: uuid.UUID, profile_id: uuid.UUID, kid: str) -> uuid.UUID | None:
+# Parsed account keys by (account id, key thumbprint): a key change gives a new thumbprint, so a stale
+# entry is never used; the account row itself (status included) is still read on every request.
+_account_keys: dict[tuple[uuid.UUID, str], Any] = {}
+_ACCOUNT_KEYS_LIMIT = 4096
+
+
+def _account_key(account: AcmeAccount) -> Any:
+    cache_key = (account.id, account.key_thumbprint)
+    key = _account_keys.get(cache_key)
+    if key is None:
+        key = jws.jwk_to_public_key(account.jwk)
+        if len(_account_keys) >= _ACCOUNT_KEYS_LIMIT:
+            _account_keys.clear()
+        _account_keys[cache_key] = key
+    return key
+
+
+def _kid_account_id(directory_base: str, kid: str) -> uuid.UUID | None:
     """The account id a `kid` names when it is an account URL of this directory, else None."""
-    base = runtime.settings().public_url.rstrip("/")
-    prefix = f"{base}/acme/applications/{application_id}/profiles/{profile_id}/account/"
+    prefix = f"{directory_base}account/"
     if not kid.startswith(prefix):
         return None
     try:
@@ -257,7 +387,7 @@ async def _account_for_kid(
     if preloaded is not None and preloaded.kid == kid:
         account = preloaded.account  # read with the attachment: the same query as below, joined
     else:
-        account_id = _kid_account_id(attachment.application_id, attachment.profile_id, kid)
+        account_id = _kid_account_id(acme_url(attachment), kid)
         account = (
             None
             if account_id is None
@@ -277,15 +407,21 @@ async def verify_request(
     url: str,
     require_account: bool = True,
     preloaded: PreloadedAccount | None = None,
+    parsed: jws.Jws | None = None,
+    used_nonce: UsedNonce | None = None,
+    prefetched: acme_sql.Prefetch | None = None,
 ) -> VerifiedRequest:
     """Parse and verify a flattened JWS POST; raises AcmeProblem.
 
     `require_account`: the request must be signed by an account (kid); False also accepts a jwk.
     `preloaded`: the kid's account as load_acme_request read it (saves a query; checked all the same).
+    `parsed`: `body` as peek() parsed it (saves parsing it again).
+    `used_nonce`: the nonce load_acme_post already used up (or found unusable) for this request.
     """
     if len(body) > MAX_BODY:
         raise AcmeProblem("malformed", f"request body exceeds {MAX_BODY} bytes", status=413)
-    parsed = jws.parse_jws(body)
+    if parsed is None:
+        parsed = jws.parse_jws(body)
     protected = parsed.protected
     jws.check_header(protected, nonce=True)
     if protected["url"] != url:
@@ -294,14 +430,20 @@ async def verify_request(
     jwk: dict[str, Any] | None = None
     if "kid" in protected:
         account = await _account_for_kid(attachment, protected["kid"], preloaded)
-        key = jws.jwk_to_public_key(account.jwk)
+        key = _account_key(account)
     else:
         if require_account:
             raise AcmeProblem("malformed", "this request must be signed by an account key with a 'kid'")
         jwk = protected["jwk"]
         key = jws.jwk_to_public_key(jwk)
     jws.verify_signature(parsed, key)
-    await consume_nonce(protected["nonce"])
+    if used_nonce is not None and used_nonce.value == protected["nonce"]:
+        if not used_nonce.used:
+            raise AcmeProblem(
+                "badNonce", "the nonce is unknown, expired or already used: retry with a fresh one"
+            )
+    else:
+        await consume_nonce(protected["nonce"])
     return VerifiedRequest(
         attachment=attachment,
         account=account,
@@ -309,6 +451,7 @@ async def verify_request(
         payload=parsed.payload_json(),
         url=url,
         protected=protected,
+        prefetched=prefetched,
     )
 
 

@@ -14,10 +14,9 @@ from typing import Any
 
 from cryptography import x509
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.transactions import in_transaction
 
+from core import acme_sql, runtime
 from core import certificate as certificate_service
-from core import runtime
 from core.acme_account import acme_actor
 from core.approval import ApprovalPending
 from core.authz import Actor
@@ -30,9 +29,17 @@ from core.errors import (
     PolicyViolation,
 )
 from core.issuance import issue_certificate, policy_rules
-from models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder, Application, Certificate
+from models import (
+    AcmeAccount,
+    AcmeAuthorization,
+    AcmeChallenge,
+    AcmeOrder,
+    Application,
+    Certificate,
+    CertificateAuthority,
+)
 from models.application import ApplicationProfile
-from models.enums import CertificateStatus, EnrollmentMethod
+from models.enums import CaKind, CertificateStatus, EnrollmentMethod
 from pki import csr as pki_csr
 from pki import errors as pki_errors
 from pki.acme.challenge import CHALLENGE_TYPES, challenge_types_for, jwk_matches_public_key, new_token
@@ -241,7 +248,78 @@ def _check_validity_window(
 # ---------------------------------------------------------------- orders
 
 
-async def new_order(*, attachment: ApplicationProfile, account: AcmeAccount, payload: Any) -> OrderView:
+def _reuse_values(identifiers: list[Identifier]) -> list[str]:
+    return sorted({identifier.base for identifier in identifiers})
+
+
+def prefetch_new_order(account_id: uuid.UUID, payload: Any) -> acme_sql.Prefetch | None:
+    """The reusable authorizations new_order will look for, read with the request (from its unverified
+    payload: new_order uses them only when the verified payload names the same identifiers)."""
+    if not isinstance(payload, dict):
+        return None
+    try:
+        identifiers, problems = parse_identifiers(payload.get("identifiers"))
+    except AcmeProblem:
+        return None
+    if problems or not identifiers:
+        return None
+    values = _reuse_values(identifiers)
+    return acme_sql.Prefetch(
+        "reusable",
+        (account_id, tuple(values)),
+        [acme_sql.reusable_step(account_id, values, _now() + REUSE_MARGIN)],
+        lambda results: acme_sql.reusable_from_rows(results[0]),
+    )
+
+
+def prefetch_order(order_id: str) -> acme_sql.Prefetch | None:
+    """The order and its authorizations, read with the request; a pending order whose authorizations are
+    all valid is stored as ready in the same trip (refresh_order derives that status anyway)."""
+    try:
+        parsed = uuid.UUID(str(order_id))
+    except ValueError:
+        return None
+    return acme_sql.Prefetch(
+        "order",
+        parsed,
+        [acme_sql.order_ready_step(parsed, _now()), acme_sql.order_step(parsed)],
+        lambda results: acme_sql.order_from_rows(results[1]),
+    )
+
+
+def prefetch_authorization(authz_id: str) -> acme_sql.Prefetch | None:
+    try:
+        parsed = uuid.UUID(str(authz_id))
+    except ValueError:
+        return None
+    return acme_sql.Prefetch(
+        "authorization",
+        parsed,
+        [acme_sql.authorization_step(parsed)],
+        lambda results: acme_sql.authorization_from_rows(results[0]),
+    )
+
+
+def prefetch_certificate(account_id: uuid.UUID, certificate_id: str) -> acme_sql.Prefetch | None:
+    try:
+        parsed = uuid.UUID(str(certificate_id))
+    except ValueError:
+        return None
+    return acme_sql.Prefetch(
+        "certificate",
+        (account_id, parsed),
+        [acme_sql.certificate_step(parsed, account_id)],
+        lambda results: acme_sql.certificate_from_rows(results[0]),
+    )
+
+
+async def new_order(
+    *,
+    attachment: ApplicationProfile,
+    account: AcmeAccount,
+    payload: Any,
+    prefetched: acme_sql.Prefetch | None = None,
+) -> OrderView:
     """A pending order: this account's valid authorizations are reused, the others created with challenges."""
     if not isinstance(payload, dict):
         raise AcmeProblem("malformed", "newOrder needs a JSON object payload with `identifiers`")
@@ -258,13 +336,13 @@ async def new_order(*, attachment: ApplicationProfile, account: AcmeAccount, pay
     _check_validity_window(attachment, not_before, not_after, now)
 
     reusable: dict[tuple[str, str, bool], AcmeAuthorization] = {}
-    candidates = await AcmeAuthorization.filter(
-        account_id=account.id,
-        identifier_value__in=sorted({identifier.base for identifier in identifiers}),
-        status="valid",
-        expires_at__gt=now + REUSE_MARGIN,
-    ).order_by("expires_at")
+    values = _reuse_values(identifiers)
+    hit, candidates = acme_sql.take(prefetched, "reusable", (account.id, tuple(values)))
+    if not hit:
+        candidates = await acme_sql.reusable_authorizations(account.id, values, now + REUSE_MARGIN)
     for candidate in candidates:  # the latest expiry wins
+        if not authorization_expiry_is_reusable(candidate, now):
+            continue
         reusable[(candidate.identifier_type, candidate.identifier_value, candidate.wildcard)] = candidate
 
     authorizations: list[AcmeAuthorization] = []
@@ -307,12 +385,11 @@ async def new_order(*, attachment: ApplicationProfile, account: AcmeAccount, pay
         not_after=not_after,
         expires_at=now + ORDER_LIFETIME,
     )
-    async with in_transaction() as conn:
-        if fresh:
-            await AcmeAuthorization.bulk_create(fresh, using_db=conn)
-        if challenges:
-            await AcmeChallenge.bulk_create(challenges, using_db=conn)
-        await order.save(using_db=conn, force_create=True)
+    # One statement per table (authorizations, challenges, the order), all or nothing, in one trip.
+    rows: list[list[Any]] = [fresh, challenges, [order]]
+    await acme_sql.run_steps([acme_sql.insert_step(part) for part in rows if part], transaction=True)
+    for part in rows:
+        acme_sql.saved(part)
     return OrderView(order, authorizations)
 
 
@@ -360,35 +437,32 @@ async def refresh_order(view: OrderView, now: datetime | None = None) -> OrderVi
         else:
             status = "pending"
     if status != order.status:
-        await AcmeOrder.filter(id=order.id, status=order.status).update(
-            status=status, error=error, updated_at=now
+        await acme_sql.update_order(
+            order.id, expected_status=order.status, status=status, error=error, updated_at=now
         )
         order.status, order.error = status, error
     return view
 
 
-async def _owned_order(account: AcmeAccount, order_id: str) -> AcmeOrder:
-    order = await AcmeOrder.get_or_none(id=_parse_uuid(order_id, "order"))
+async def get_order(
+    *,
+    attachment: ApplicationProfile,
+    account: AcmeAccount,
+    order_id: str,
+    prefetched: acme_sql.Prefetch | None = None,
+) -> OrderView:
+    """The account's own order with its current status; another account's order is `unauthorized`."""
+    # The order and its authorizations in one query (a pending or ready order needs both).
+    parsed = _parse_uuid(order_id, "order")
+    hit, result = acme_sql.take(prefetched, "order", parsed)
+    order, authorizations = result if hit else await acme_sql.order_with_authorizations(parsed)
     if order is None:
         raise _not_found("order", order_id)
     if order.account_id != account.id:
         raise _unauthorized("order")
-    return order
-
-
-async def _order_authorizations(order: AcmeOrder) -> list[AcmeAuthorization]:
-    ids = [uuid.UUID(value) for value in order.authorization_ids]
-    rows = {row.id: row for row in await AcmeAuthorization.filter(id__in=ids)}
-    return [rows[authorization_id] for authorization_id in ids if authorization_id in rows]
-
-
-async def get_order(*, attachment: ApplicationProfile, account: AcmeAccount, order_id: str) -> OrderView:
-    """The account's own order with its current status; another account's order is `unauthorized`."""
-    order = await _owned_order(account, order_id)
     if order.status not in ("pending", "ready"):
         return OrderView(order)  # final or processing: its status no longer depends on the authorizations
-    view = OrderView(order, await _order_authorizations(order))
-    return await refresh_order(view)
+    return await refresh_order(OrderView(order, authorizations))
 
 
 # ---------------------------------------------------------------- authorizations
@@ -401,15 +475,18 @@ def _challenge_rank(challenge: AcmeChallenge) -> int:
 
 
 async def get_authorization(
-    *, attachment: ApplicationProfile, account: AcmeAccount, authz_id: str, payload: Any = None
+    *,
+    attachment: ApplicationProfile,
+    account: AcmeAccount,
+    authz_id: str,
+    payload: Any = None,
+    prefetched: acme_sql.Prefetch | None = None,
 ) -> AuthorizationView:
     """The account's own authorization; {"status": "deactivated"} deactivates it (RFC 8555 §7.5.2)."""
     parsed = _parse_uuid(authz_id, "authorization")
-    # One query for the authorization and its challenges (it always has some); the lone read is a fallback.
-    challenges = await AcmeChallenge.filter(authorization_id=parsed).select_related("authorization")
-    authorization = (
-        challenges[0].authorization if challenges else await AcmeAuthorization.get_or_none(id=parsed)
-    )
+    # One query for the authorization and its challenges.
+    hit, result = acme_sql.take(prefetched, "authorization", parsed)
+    authorization, challenges = result if hit else await acme_sql.authorization_with_challenges(parsed)
     if authorization is None:
         raise _not_found("authorization", authz_id)
     if authorization.account_id != account.id:
@@ -526,10 +603,15 @@ async def _application_of(attachment: ApplicationProfile) -> Application:
 
 
 async def finalize_order(
-    *, attachment: ApplicationProfile, account: AcmeAccount, order_id: str, payload: Any
+    *,
+    attachment: ApplicationProfile,
+    account: AcmeAccount,
+    order_id: str,
+    payload: Any,
+    prefetched: acme_sql.Prefetch | None = None,
 ) -> OrderView:
     """Issue the order's certificate from the client's CSR through core.issuance; refusals issue nothing."""
-    view = await get_order(attachment=attachment, account=account, order_id=order_id)
+    view = await get_order(attachment=attachment, account=account, order_id=order_id, prefetched=prefetched)
     order = view.order
     if order.status != "ready":
         raise AcmeProblem(
@@ -553,17 +635,22 @@ async def finalize_order(
         if validity <= timedelta(0):
             raise AcmeProblem("malformed", "the order's notAfter has passed; place a new order")
     # Ready -> processing exactly once: of two concurrent finalizes, one issues.
-    claimed = await AcmeOrder.filter(id=order.id, status="ready").update(status="processing", updated_at=now)
+    claimed = await acme_sql.update_order(
+        order.id, expected_status="ready", status="processing", updated_at=now
+    )
     if claimed == 0:
         raise AcmeProblem("orderNotReady", "the order is already being finalized", status=403)
     order.status = "processing"
 
     async def mark_valid(certificate: Certificate, conn: BaseDBAsyncClient) -> None:
         # In the issuing transaction: the order is valid exactly when its certificate exists.
-        await (
-            AcmeOrder.filter(id=order.id, status="processing")
-            .using_db(conn)
-            .update(status="valid", certificate_id=certificate.id, updated_at=_now())
+        await acme_sql.update_order(
+            order.id,
+            expected_status="processing",
+            using=conn,
+            status="valid",
+            certificate_id=certificate.id,
+            updated_at=_now(),
         )
 
     try:
@@ -596,10 +683,14 @@ async def finalize_order(
 # ---------------------------------------------------------------- certificates
 
 
-async def _ordered_certificate(account: AcmeAccount, certificate_id: str) -> Certificate:
+async def _ordered_certificate(
+    account: AcmeAccount, certificate_id: str, prefetched: acme_sql.Prefetch | None = None
+) -> Certificate:
     parsed = _parse_uuid(certificate_id, "certificate")
-    # The usual case in one query: the certificate joined to an order of this account.
-    owned = await Certificate.filter(id=parsed, acme_orders__account_id=account.id).first()
+    # The usual case in one query: the certificate with an order of this account.
+    hit, owned = acme_sql.take(prefetched, "certificate", (account.id, parsed))
+    if not hit:
+        owned = await acme_sql.ordered_certificate(parsed, account.id)
     if owned is not None:
         return owned
     if not await AcmeOrder.filter(account_id=account.id, certificate_id=parsed).exists():
@@ -612,12 +703,31 @@ async def _ordered_certificate(account: AcmeAccount, certificate_id: str) -> Cer
     return certificate
 
 
+async def _issuing_root_pem(attachment: ApplicationProfile, certificate: Certificate) -> str:
+    """The root CA that signed a certificate itself, PEM (certbot wants at least one issuer in the chain)."""
+    profile = attachment.profile
+    ca = getattr(profile, "_ca", None) if profile.ca_id == certificate.ca_id else None
+    if not isinstance(ca, CertificateAuthority):
+        ca = await CertificateAuthority.get_or_none(id=certificate.ca_id)
+    if ca is None or not ca.certificate_pem or CaKind(ca.kind) != CaKind.ROOT:
+        return ""
+    return ca.certificate_pem if ca.certificate_pem.endswith("\n") else ca.certificate_pem + "\n"
+
+
 async def certificate_chain(
-    *, attachment: ApplicationProfile, account: AcmeAccount, certificate_id: str
+    *,
+    attachment: ApplicationProfile,
+    account: AcmeAccount,
+    certificate_id: str,
+    prefetched: acme_sql.Prefetch | None = None,
 ) -> str:
-    """PEM of the leaf then its issuers up to, not including, the root (RFC 8555 §7.4.2)."""
-    certificate = await _ordered_certificate(account, certificate_id)
+    """PEM of the leaf then its issuers up to, not including, the root (RFC 8555 §7.4.2); a leaf that a
+    root signed itself comes with that root, the one issuer there is (legacy projects often have no
+    intermediate)."""
+    certificate = await _ordered_certificate(account, certificate_id, prefetched)
     chain = certificate.chain_pem or ""
+    if not chain.strip():
+        chain = await _issuing_root_pem(attachment, certificate)
     leaf = (
         certificate.certificate_pem
         if certificate.certificate_pem.endswith("\n")

@@ -19,6 +19,7 @@ import logging
 import socket
 import ssl
 import uuid
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +31,7 @@ import dns.resolver
 import httpx
 from tortoise.transactions import in_transaction
 
-from core import runtime
+from core import acme_fetch, acme_sql, runtime
 from core.acme_order import VALID_AUTHORIZATION_LIFETIME, authorization_status
 from models import AcmeAccount, AcmeAuthorization, AcmeChallenge
 from models.application import ApplicationProfile
@@ -67,6 +68,10 @@ MAX_ERROR_DETAIL = 500
 
 # Background validations of this process: referenced here so the event loop does not collect them.
 _tasks: set[asyncio.Task[None]] = set()
+# Authorizations whose first attempt this process is running: done once that attempt has its outcome.
+_first_attempts: dict[uuid.UUID, asyncio.Future[None]] = {}
+# How long a poll of an order or authorization waits for a first attempt this process is running.
+SETTLE_WAIT = 2.0
 
 
 class ValidationFailure(Exception):
@@ -91,18 +96,39 @@ def _now() -> datetime:
 # ---------------------------------------------------------------- responding
 
 
+def prefetch_challenge(challenge_id: str) -> acme_sql.Prefetch | None:
+    """The challenge with its authorization and account, read with the request."""
+    try:
+        parsed = uuid.UUID(str(challenge_id))
+    except ValueError:
+        return None
+    return acme_sql.Prefetch(
+        "challenge",
+        parsed,
+        [acme_sql.challenge_step(parsed)],
+        lambda results: acme_sql.challenge_from_rows(results[0]),
+    )
+
+
 async def respond_challenge(
-    *, attachment: ApplicationProfile, account: AcmeAccount, challenge_id: str, trigger: bool = True
+    *,
+    attachment: ApplicationProfile,
+    account: AcmeAccount,
+    challenge_id: str,
+    trigger: bool = True,
+    prefetched: acme_sql.Prefetch | None = None,
 ) -> ChallengeView:
     """The account's own challenge; with `trigger` (payload {}) a pending one starts validating."""
     try:
         parsed = uuid.UUID(str(challenge_id))
     except ValueError:
         raise AcmeProblem("malformed", f"challenge {challenge_id} not found", status=404) from None
-    challenge = await AcmeChallenge.filter(id=parsed).select_related("authorization").first()
-    if challenge is None:
+    hit, loaded = acme_sql.take(prefetched, "challenge", parsed)
+    if not hit:
+        loaded = await acme_sql.challenge_with_authorization(parsed)
+    if loaded is None:
         raise AcmeProblem("malformed", f"challenge {challenge_id} not found", status=404)
-    authorization = challenge.authorization
+    challenge, authorization, owner = loaded
     if authorization.account_id != account.id:
         raise AcmeProblem("unauthorized", "this challenge belongs to another account", status=403)
     now = _now()
@@ -112,22 +138,75 @@ async def respond_challenge(
             raise AcmeProblem(
                 "malformed", f"the authorization is {status}; its challenges can no longer start"
             )
-        started = await AcmeChallenge.filter(id=challenge.id, status="pending").update(
-            status="processing", attempts=0, next_attempt_at=now, updated_at=now
+        # Started and its first attempt claimed (leased to this process) in one statement, so the
+        # background task goes straight to the check; should this process stop, the lease runs out and
+        # the worker job runs the next attempt.
+        started = await acme_sql.update_challenge(
+            challenge.id,
+            where={"status": "pending"},
+            status="processing",
+            attempts=1,
+            next_attempt_at=now + ATTEMPT_LEASE,
+            updated_at=now,
         )
         if started:
-            challenge.status, challenge.attempts = "processing", 0
-            schedule_validation(challenge.id)
+            challenge.status, challenge.attempts = "processing", 1
+            challenge.next_attempt_at = now + ATTEMPT_LEASE
+            settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            _first_attempts[authorization.id] = settled
+            task = _start(_first_attempt(challenge, authorization, owner, settled), challenge.id)
+            task.add_done_callback(lambda _: _settled(authorization.id, settled))
         else:
             await challenge.refresh_from_db()
     return ChallengeView(challenge, authorization)
 
 
-def schedule_validation(challenge_id: uuid.UUID) -> asyncio.Task[None]:
-    task = asyncio.create_task(_validate_in_background(challenge_id), name=f"acme-validate-{challenge_id}")
+def _start(work: Coroutine[Any, Any, None], challenge_id: uuid.UUID) -> asyncio.Task[None]:
+    task = asyncio.create_task(work, name=f"acme-validate-{challenge_id}")
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
     return task
+
+
+def schedule_validation(challenge_id: uuid.UUID) -> asyncio.Task[None]:
+    return _start(_validate_in_background(challenge_id), challenge_id)
+
+
+async def _first_attempt(
+    challenge: AcmeChallenge,
+    authorization: AcmeAuthorization,
+    account: AcmeAccount,
+    settled: asyncio.Future[None],
+) -> None:
+    """The attempt respond_challenge claimed, then the later ones as the background task runs them."""
+    try:
+        wait = await _run_attempt(challenge, authorization, account, attempt=1, now=_now())
+    except Exception:  # a bug or an outage: the lease runs out and the worker job retries the attempt
+        log.exception("validation of ACME challenge %s failed unexpectedly", challenge.id)
+        return
+    finally:
+        _settled(authorization.id, settled)
+    if wait is not None:
+        await asyncio.sleep(wait)
+        await _validate_in_background(challenge.id)
+
+
+def _settled(authorization_id: uuid.UUID, settled: asyncio.Future[None]) -> None:
+    if _first_attempts.get(authorization_id) is settled:
+        del _first_attempts[authorization_id]
+    if not settled.done():
+        settled.set_result(None)
+
+
+async def settle(authorization_ids: Iterable[uuid.UUID], seconds: float = SETTLE_WAIT) -> bool:
+    """Wait (at most `seconds`) for the first attempts this process is running on these authorizations;
+    whether there were any. A poll that would answer `pending` a moment before the outcome is known
+    answers with the outcome instead, and the client does not wait a polling interval for nothing."""
+    running = [_first_attempts[value] for value in authorization_ids if value in _first_attempts]
+    if not running:
+        return False
+    await asyncio.wait(running, timeout=seconds)
+    return True
 
 
 async def wait_for_validations() -> None:
@@ -153,29 +232,46 @@ async def _validate_in_background(challenge_id: uuid.UUID) -> None:
 async def attempt_validation(challenge_id: uuid.UUID) -> float | None:
     """Claim and run one attempt; seconds until the next one, or None when finished (or not ours)."""
     # The authorization and its account in the same read (one query, not three).
-    challenge = await AcmeChallenge.filter(id=challenge_id).select_related("authorization__account").first()
-    if challenge is None or challenge.status != "processing":
+    loaded = await acme_sql.challenge_with_authorization(challenge_id)
+    if loaded is None or loaded[0].status != "processing":
         return None
+    challenge, authorization, account = loaded
     now = _now()
     attempt = challenge.attempts + 1
     # Claimed only when due and still at the attempt read: another validator that ran it meanwhile moved
     # the counter and the next attempt time, so an attempt never runs twice or early.
-    claimed = await AcmeChallenge.filter(
-        id=challenge.id,
-        status="processing",
-        attempts=challenge.attempts,
-        next_attempt_at__lte=now + CLAIM_TOLERANCE,
-    ).update(attempts=attempt, next_attempt_at=now + ATTEMPT_LEASE, updated_at=now)
+    claimed = await acme_sql.update_challenge(
+        challenge.id,
+        where={
+            "status": "processing",
+            "attempts": challenge.attempts,
+            "next_attempt_at__lte": now + CLAIM_TOLERANCE,
+        },
+        attempts=attempt,
+        next_attempt_at=now + ATTEMPT_LEASE,
+        updated_at=now,
+    )
     if not claimed:
         return None
-    authorization = challenge.authorization
+    challenge.attempts = attempt
+    return await _run_attempt(challenge, authorization, account, attempt=attempt, now=now)
+
+
+async def _run_attempt(
+    challenge: AcmeChallenge,
+    authorization: AcmeAuthorization,
+    account: AcmeAccount,
+    *,
+    attempt: int,
+    now: datetime,
+) -> float | None:
+    """Run attempt `attempt`, already claimed; seconds until the next one, or None when finished."""
     status = authorization_status(authorization, now)
     if status != "pending":
         await _finish(
             challenge, authorization, error=problem_dict("malformed", f"the authorization is {status}")
         )
         return None
-    account = authorization.account
     key_authz = key_authorization(challenge.token, account.key_thumbprint)
     try:
         await check_challenge(
@@ -190,8 +286,12 @@ async def attempt_validation(challenge_id: uuid.UUID) -> float | None:
         if attempt >= MAX_ATTEMPTS:
             await _finish(challenge, authorization, error=error)
             return None
-        await AcmeChallenge.filter(id=challenge.id, status="processing", attempts=attempt).update(
-            error=error, next_attempt_at=_now() + timedelta(seconds=ATTEMPT_SPACING), updated_at=_now()
+        await acme_sql.update_challenge(
+            challenge.id,
+            where={"status": "processing", "attempts": attempt},
+            error=error,
+            next_attempt_at=_now() + timedelta(seconds=ATTEMPT_SPACING),
+            updated_at=_now(),
         )
         return ATTEMPT_SPACING
     await _finish(challenge, authorization, error=None)
@@ -207,29 +307,40 @@ async def _finish(
 ) -> None:
     """Valid (the authorization too, for 30 days) or invalid with the reason; one transaction."""
     now = _now()
-    async with in_transaction() as conn:
-        if error is None:
-            await (
-                AcmeChallenge.filter(id=challenge.id, status="processing")
-                .using_db(conn)
-                .update(status="valid", validated_at=now, error=None, next_attempt_at=None, updated_at=now)
-            )
-            await (
-                AcmeAuthorization.filter(id=authorization.id, status="pending")
-                .using_db(conn)
-                .update(status="valid", expires_at=now + VALID_AUTHORIZATION_LIFETIME, updated_at=now)
-            )
-        else:
-            await (
-                AcmeChallenge.filter(id=challenge.id, status="processing")
-                .using_db(conn)
-                .update(status="invalid", error=error, next_attempt_at=None, updated_at=now)
-            )
-            await (
-                AcmeAuthorization.filter(id=authorization.id, status="pending")
-                .using_db(conn)
-                .update(status="invalid", updated_at=now)
-            )
+    if error is None:
+        steps = [
+            acme_sql.update_challenge_step(
+                challenge.id,
+                where={"status": "processing"},
+                status="valid",
+                validated_at=now,
+                error=None,
+                next_attempt_at=None,
+                updated_at=now,
+            ),
+            acme_sql.update_authorization_step(
+                authorization.id,
+                expected_status="pending",
+                status="valid",
+                expires_at=now + VALID_AUTHORIZATION_LIFETIME,
+                updated_at=now,
+            ),
+        ]
+    else:
+        steps = [
+            acme_sql.update_challenge_step(
+                challenge.id,
+                where={"status": "processing"},
+                status="invalid",
+                error=error,
+                next_attempt_at=None,
+                updated_at=now,
+            ),
+            acme_sql.update_authorization_step(
+                authorization.id, expected_status="pending", status="invalid", updated_at=now
+            ),
+        ]
+    await acme_sql.run_steps(steps, transaction=True)
     log.info(
         "ACME %s challenge for %s: %s",
         challenge.type,
@@ -280,9 +391,8 @@ async def check_challenge(
         raise ValidationFailure("malformed", f"unknown challenge type {challenge_type}")
 
 
-# One resolver per configured server and one HTTP client per event loop, reused by every validation.
+# One resolver per configured server, reused by every validation.
 _resolvers: dict[tuple[str, int] | None, dns.asyncresolver.Resolver] = {}
-_http_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
 
 def _resolver() -> dns.asyncresolver.Resolver:
@@ -300,26 +410,6 @@ def _resolver() -> dns.asyncresolver.Resolver:
     resolver.timeout = DNS_TIMEOUT
     _resolvers[configured] = resolver
     return resolver
-
-
-def _http_client() -> httpx.AsyncClient:
-    """This loop's validation client: no proxies from the environment, no redirects followed by httpx, no
-    certificate checks (an https redirect target is only read), and no kept-alive connections, so every
-    validation connects to the host anew."""
-    loop = asyncio.get_running_loop()
-    client = _http_clients.get(loop)
-    if client is None or client.is_closed:
-        for stale in [other for other in _http_clients if other.is_closed()]:
-            del _http_clients[stale]
-        client = httpx.AsyncClient(
-            timeout=HTTP_TIMEOUT,
-            follow_redirects=False,
-            trust_env=False,
-            verify=False,
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
-        _http_clients[loop] = client
-    return client
 
 
 def _allowed(address: str) -> bool:
@@ -395,7 +485,6 @@ async def check_http01(identifier_type: str, identifier_value: str, token: str, 
 
 async def _http_get(url: str) -> bytes:
     """Follow at most MAX_REDIRECTS redirects, connecting to the addresses resolved here."""
-    client = _http_client()
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -409,7 +498,7 @@ async def _http_get(url: str) -> bytes:
         default_port = port == (443 if parts.scheme == "https" else 80)
         host_header = _url_host(host) + ("" if default_port else f":{port}")
         response_status, location, body = await _get_from_any(
-            client, parts.scheme, addresses, port, path, host, host_header, url
+            parts.scheme, addresses, port, path, host, host_header, url
         )
         if response_status in (301, 302, 303, 307, 308) and location:
             url = str(httpx.URL(url).join(location))
@@ -424,7 +513,6 @@ async def _http_get(url: str) -> bytes:
 
 
 async def _get_from_any(
-    client: httpx.AsyncClient,
     scheme: str,
     addresses: list[str],
     port: int,
@@ -435,30 +523,26 @@ async def _get_from_any(
 ) -> tuple[int, str | None, bytes]:
     last: ValidationFailure | None = None
     for address in addresses:
-        target = f"{scheme}://{_url_host(address)}:{port}{path}"
-        extensions = {"sni_hostname": host} if scheme == "https" else {}
         try:
-            request = client.build_request(
-                "GET", target, headers={"Host": host_header}, extensions=extensions
+            answer = await acme_fetch.fetch(
+                scheme=scheme,
+                address=address,
+                port=port,
+                path=path,
+                host_header=host_header,
+                server_name=host,
+                seconds=HTTP_TIMEOUT,
+                limit=MAX_HTTP_BODY,
             )
-            response = await client.send(request, stream=True)
-            try:
-                body = b""
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_HTTP_BODY:
-                        raise ValidationFailure(
-                            "incorrectResponse", f"{url} answered more than {MAX_HTTP_BODY} bytes"
-                        )
-                return response.status_code, response.headers.get("location"), body
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException:
+            return answer.status, answer.location, answer.body
+        except TimeoutError:
             last = ValidationFailure("connection", f"timeout fetching {url} from {address}:{port}")
-        except httpx.TransportError as exc:
-            last = ValidationFailure(
-                "connection", f"cannot connect to {address}:{port} for {url}: {_reason(exc)}"
-            )
+        except acme_fetch.FetchError as exc:
+            if exc.too_large:
+                raise ValidationFailure(
+                    "incorrectResponse", f"{url} answered more than {MAX_HTTP_BODY} bytes"
+                ) from None
+            last = ValidationFailure("connection", f"cannot connect to {address}:{port} for {url}: {exc}")
     assert last is not None
     raise last
 

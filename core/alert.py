@@ -22,6 +22,7 @@ from core.authz import Actor, Permission
 from core.channel import AttemptResult, Notification
 from core.delivery import log_attempt
 from core.errors import Conflict, InvalidInput
+from core.legacy import rules as legacy_rules
 from models import (
     Alert,
     AlertChannel,
@@ -374,6 +375,7 @@ async def create_alert(
 ) -> Alert:
     """Everything is validated before the first write; nothing is saved on bad input."""
     application = await load_application(actor, application_id, Permission.ALERTS_MANAGE)
+    legacy_rules.refuse_create_outside_application(application, "alert")
     name = validate_name(name)
     chosen = validate_event_types(event_types)
     days = parse_thresholds(thresholds)

@@ -19,7 +19,8 @@ from tortoise.transactions import in_transaction
 from core import audit, authz, runtime
 from core.access import load_application, load_attachment
 from core.authz import Actor, Permission, Scope
-from core.errors import Conflict, InvalidInput, InvalidState, NotFound
+from core.errors import Conflict, InvalidInput, InvalidState, LegacyReadOnly, NotFound
+from core.legacy import rules as legacy_rules
 from models import (
     Application,
     ApplicationMembership,
@@ -66,8 +67,24 @@ def _name_taken(name: str) -> Conflict:
 # Applications ------------------------------------------------------------------------------------------
 
 
+async def _load_regular(actor: Actor, application_id: uuid.UUID, permission: Permission) -> Application:
+    """An application, never a legacy project's container: that one answers as not found here."""
+    application = await load_application(actor, application_id, permission)
+    if application.legacy:
+        raise NotFound(f"application {application_id} not found")
+    return application
+
+
+def _refuse_legacy_members(application: Application) -> None:
+    if application.legacy:
+        raise LegacyReadOnly(
+            "members of a legacy project hold legacy roles and are not managed as application members; "
+            "add them to an Application instead (the migration assistant maps their roles)"
+        )
+
+
 async def get_application(*, actor: Actor, application_id: uuid.UUID) -> Application:
-    return await load_application(actor, application_id, Permission.APPLICATION_READ)
+    return await _load_regular(actor, application_id, Permission.APPLICATION_READ)
 
 
 @dataclass(frozen=True)
@@ -85,7 +102,7 @@ async def list_applications(
 ) -> ApplicationPage:
     """Keyset page over (created_at, id) of the applications the actor may see."""
     authz.require(actor, Permission.SELF)
-    query = Application.filter(organization_id=actor.organization_id)
+    query = Application.filter(organization_id=actor.organization_id, legacy=False)
     visible = authz.application_ids_visible_to(actor)
     if visible is not None:
         if not visible:
@@ -134,7 +151,7 @@ async def update_application(
     description: str | None = None,
 ) -> Application:
     """None leaves a field as it is."""
-    application = await load_application(actor, application_id, Permission.APPLICATION_UPDATE)
+    application = await _load_regular(actor, application_id, Permission.APPLICATION_UPDATE)
     changes: dict[str, dict[str, str]] = {}
     if name is not None and name != application.name:
         name = validate_name(name)
@@ -175,7 +192,7 @@ def _still_valid_certificates(application_id: uuid.UUID, now: datetime) -> Q:
 
 async def delete_application(*, actor: Actor, application_id: uuid.UUID) -> Application:
     """Refused while certificates are in use; revoked and expired ones outlive it (CRL, OCSP still answer)."""
-    application = await load_application(actor, application_id, Permission.APPLICATION_DELETE)
+    application = await _load_regular(actor, application_id, Permission.APPLICATION_DELETE)
     async with in_transaction() as conn:
         # Lock the row so an issuance racing the delete waits for it (no-op on SQLite).
         if await Application.select_for_update().using_db(conn).get_or_none(id=application.id) is None:
@@ -256,6 +273,7 @@ async def add_member(
     *, actor: Actor, application_id: uuid.UUID, principal_id: uuid.UUID, role: ApplicationRole
 ) -> ApplicationMembership:
     application = await load_application(actor, application_id, Permission.MEMBERS_MANAGE)
+    _refuse_legacy_members(application)
     principal = await _member_candidate(application, principal_id)
     if await ApplicationMembership.exists(application_id=application.id, principal_id=principal.id):
         raise Conflict(
@@ -285,6 +303,7 @@ async def change_member_role(
     *, actor: Actor, application_id: uuid.UUID, principal_id: uuid.UUID, role: ApplicationRole
 ) -> ApplicationMembership:
     application = await load_application(actor, application_id, Permission.MEMBERS_MANAGE)
+    _refuse_legacy_members(application)
     membership = await _load_membership(application, principal_id)
     previous = ApplicationRole(membership.role)
     if previous == role:
@@ -308,6 +327,7 @@ async def remove_member(
     *, actor: Actor, application_id: uuid.UUID, principal_id: uuid.UUID
 ) -> ApplicationMembership:
     application = await load_application(actor, application_id, Permission.MEMBERS_MANAGE)
+    _refuse_legacy_members(application)
     membership = await _load_membership(application, principal_id)
     async with in_transaction() as conn:
         await ApplicationMembership.filter(id=membership.id).using_db(conn).delete()
@@ -391,6 +411,7 @@ async def attach_profile(
     api: ApiEnrollmentSettings,
 ) -> ApplicationProfile:
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
+    legacy_rules.refuse_enrollment_change(application)
     profile = await _load_profile(application, profile_id)
     if profile.deleted_at is not None:
         raise InvalidState(f"profile {profile.name!r} is deleted: it issues no new certificates")
@@ -442,6 +463,7 @@ async def update_attachment(
 ) -> ApplicationProfile:
     """Change the named API settings (fields of ApiEnrollmentSettings); the others stay as they are."""
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
+    legacy_rules.refuse_enrollment_change(application)
     attachment = await load_attachment(application, profile_id, "profile")
     before = current_settings(attachment)
     api = dataclasses.replace(before, **changes)
@@ -477,6 +499,7 @@ async def detach_profile(
 ) -> ApplicationProfile:
     """Stops new issuance through this pair; certificates already issued stay in the inventory."""
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
+    legacy_rules.refuse_enrollment_change(application)
     attachment = await load_attachment(application, profile_id, "profile")
     async with in_transaction() as conn:
         await ApplicationProfile.filter(id=attachment.id).using_db(conn).delete()
@@ -542,6 +565,7 @@ async def enable_acme(
 ) -> ApplicationProfile:
     """Turn ACME on for the pair; the first enable creates the EAB key id and HMAC key."""
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
+    legacy_rules.refuse_enrollment_change(application)
     attachment = await load_attachment(application, profile_id, "profile")
     if attachment.profile.deleted_at is not None:
         raise InvalidState(f"profile {attachment.profile.name!r} is deleted: it issues no new certificates")
@@ -565,6 +589,7 @@ async def disable_acme(
 ) -> ApplicationProfile:
     """Turn ACME off: the directory answers 404; accounts and the EAB key are kept for a later enable."""
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
+    legacy_rules.refuse_enrollment_change(application)
     attachment = await load_attachment(application, profile_id, "profile")
     if not attachment.acme_enabled:
         return attachment
@@ -577,6 +602,7 @@ async def rotate_acme_eab(
 ) -> ApplicationProfile:
     """A new EAB key id and HMAC key; the old ones stop working at once (existing accounts stay valid)."""
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
+    legacy_rules.refuse_enrollment_change(application)
     attachment = await load_attachment(application, profile_id, "profile")
     _new_eab_credentials(attachment)
     return await _save_acme(actor, attachment, "application_profile.acme_rotate_eab", {})

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from core.authz import Actor
+from core.authz import Actor, LegacyGrant
 from core.errors import InvalidInput, Unauthenticated
-from models import ApiToken, ApplicationMembership, Principal, ProductMembership
+from core.legacy import roles as legacy_roles
+from models import (
+    ApiToken,
+    ApplicationMembership,
+    LegacyMembership,
+    LegacyResource,
+    Principal,
+    ProductMembership,
+)
 from models.enums import PrincipalKind, TokenKind
 
 TOKEN_PREFIX = "kw_"
@@ -79,6 +88,85 @@ async def load_actor(principal: Principal, *, source_address: str | None = None)
         product_role=product.role if product else None,
         application_roles=app_roles,
         source_address=source_address,
+        legacy_grants=await load_legacy_grants(principal),
+    )
+
+
+def _string_list(value: object) -> list[str] | None:
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    return None
+
+
+async def load_legacy_grants(principal: Principal) -> dict[uuid.UUID, LegacyGrant]:
+    """The principal's legacy roles (SPEC §12) as grants keyed by container application id: one query, and
+    one more only when a custom role limits by profile slugs. A condition that cannot be evaluated (an
+    unknown key, a malformed value) denies everything that role would grant."""
+    memberships = await LegacyMembership.filter(
+        principal_id=principal.id, project__organization_id=principal.organization_id
+    ).select_related("project", "custom_role")
+    if not memberships:
+        return {}
+    wanted_slugs: dict[uuid.UUID, set[str]] = {}
+    for membership in memberships:
+        role = membership.custom_role
+        if membership.role == "custom" and role is not None and isinstance(role.conditions, dict):
+            slugs = _string_list(role.conditions.get("profileSlugs"))
+            if slugs:
+                wanted_slugs.setdefault(membership.project_id, set()).update(slugs)
+    profile_ids: dict[tuple[uuid.UUID, str], uuid.UUID] = {}
+    if wanted_slugs:
+        rows = await LegacyResource.filter(
+            project_id__in=list(wanted_slugs),
+            kind="profile",
+            slug__in=sorted(set().union(*wanted_slugs.values())),
+        ).only("project_id", "slug", "target_id")
+        profile_ids = {(row.project_id, row.slug): row.target_id for row in rows}
+    grants: dict[uuid.UUID, LegacyGrant] = {}
+    for membership in memberships:
+        grant = legacy_grant(membership, profile_ids)
+        grants[membership.project.application_id] = grant
+    return grants
+
+
+_NOTHING = LegacyGrant(permissions=frozenset())
+
+
+def legacy_grant(
+    membership: LegacyMembership, profile_ids: dict[tuple[uuid.UUID, str], uuid.UUID]
+) -> LegacyGrant:
+    if membership.role in legacy_roles.BUILTIN_ROLES:
+        return LegacyGrant(legacy_roles.granted_permissions(legacy_roles.BUILTIN_ROLES[membership.role]))
+    role = membership.custom_role
+    if membership.role != "custom" or role is None or role.project_id != membership.project_id:
+        return _NOTHING
+    permissions = _string_list(role.permissions)
+    conditions = role.conditions if role.conditions is not None else {}
+    if permissions is None or not isinstance(conditions, dict):
+        return _NOTHING
+    if set(conditions) - set(legacy_roles.CONDITION_KEYS):
+        return _NOTHING
+    limited_profiles: frozenset[uuid.UUID] | None = None
+    if "profileSlugs" in conditions:
+        slugs = _string_list(conditions["profileSlugs"])
+        if slugs is None:
+            return _NOTHING
+        # A slug the project does not have limits to nothing more: it matches no profile.
+        limited_profiles = frozenset(
+            profile_ids[(membership.project_id, slug)]
+            for slug in slugs
+            if (membership.project_id, slug) in profile_ids
+        )
+    limited_syncs: frozenset[str] | None = None
+    if "syncNames" in conditions:
+        names = _string_list(conditions["syncNames"])
+        if names is None:
+            return _NOTHING
+        limited_syncs = frozenset(names)
+    return LegacyGrant(
+        permissions=legacy_roles.granted_permissions(permissions),
+        profile_ids=limited_profiles,
+        sync_names=limited_syncs,
     )
 
 

@@ -3,6 +3,9 @@
 A permission is checked against a Scope: the organization and, for application resources, the
 application. Product Admins hold every permission in their organization; Product Members hold the
 product-read permissions and, inside applications they belong to, what their application role grants.
+Inside a legacy project's container, a legacy role grants what core.legacy.roles maps it to (SPEC §12),
+and a custom role's conditions limit certificate and sync permissions to the profile or sync the Scope
+names: a scope that names none is denied.
 """
 
 from __future__ import annotations
@@ -86,6 +89,44 @@ _VISIBILITY = Permission.APPLICATION_READ
 class Scope:
     organization_id: uuid.UUID
     application_id: uuid.UUID | None = None
+    # The one profile or sync acted on, where there is one: legacy custom roles' conditions limit by them.
+    profile_id: uuid.UUID | None = None
+    sync_name: str | None = None
+
+
+# Legacy conditions (core.legacy.roles.CONDITION_KEYS): what each one limits.
+PROFILE_CONDITIONED = frozenset(
+    {
+        Permission.CERTIFICATE_READ,
+        Permission.CERTIFICATE_ISSUE,
+        Permission.CERTIFICATE_REVOKE,
+        Permission.PRIVATE_KEY_READ,
+        Permission.SCEP_CHALLENGE_CREATE,
+    }
+)
+SYNC_CONDITIONED = frozenset({Permission.SYNC_MANAGE, Permission.SYNC_RUN})
+
+
+@dataclass(frozen=True)
+class LegacyGrant:
+    """What a legacy role grants inside one legacy project's container application (SPEC §12).
+
+    `profile_ids` / `sync_names`: None means unlimited; a set limits the certificate (resp. sync)
+    permissions to those profiles (resp. syncs), and a scope that names none of them is denied.
+    """
+
+    permissions: frozenset[Permission]
+    profile_ids: frozenset[uuid.UUID] | None = None
+    sync_names: frozenset[str] | None = None
+
+    def allows(self, permission: Permission, scope: Scope) -> bool:
+        if permission not in self.permissions:
+            return False
+        if permission in PROFILE_CONDITIONED and self.profile_ids is not None:
+            return scope.profile_id is not None and scope.profile_id in self.profile_ids
+        if permission in SYNC_CONDITIONED and self.sync_names is not None:
+            return scope.sync_name is not None and scope.sync_name in self.sync_names
+        return True
 
 
 @dataclass
@@ -99,6 +140,8 @@ class Actor:
     product_role: ProductRole | None = None
     application_roles: dict[uuid.UUID, ApplicationRole] = field(default_factory=dict)
     source_address: str | None = None
+    # Legacy roles, keyed by the legacy project's container application id (== the project id).
+    legacy_grants: dict[uuid.UUID, LegacyGrant] = field(default_factory=dict)
 
     @property
     def is_authenticated(self) -> bool:
@@ -134,7 +177,10 @@ def can(actor: Actor, permission: Permission, scope: Scope | None = None) -> boo
     if scope is None or scope.application_id is None:
         return False
     role = actor.application_roles.get(scope.application_id)
-    return role is not None and permission in APPLICATION_ROLE_PERMISSIONS[role]
+    if role is not None and permission in APPLICATION_ROLE_PERMISSIONS[role]:
+        return True
+    grant = actor.legacy_grants.get(scope.application_id)
+    return grant is not None and grant.allows(permission, scope)
 
 
 def can_see_application(actor: Actor, scope: Scope) -> bool:
@@ -160,3 +206,42 @@ def application_ids_visible_to(actor: Actor) -> set[uuid.UUID] | None:
     if actor.is_product_admin:
         return None
     return set(actor.application_roles)
+
+
+def legacy_project_ids_visible_to(actor: Actor) -> set[uuid.UUID] | None:
+    """None means every legacy project of the organization (Product Admin); else those it may read."""
+    if actor.is_product_admin:
+        return None
+    return {
+        project_id
+        for project_id, grant in actor.legacy_grants.items()
+        if Permission.APPLICATION_READ in grant.permissions
+    }
+
+
+def profile_limit(actor: Actor, permission: Permission, scope: Scope) -> frozenset[uuid.UUID] | None:
+    """For lists over many profiles (an inventory): None when `permission` holds in `scope` for every
+    profile; else the profiles it holds for, through a legacy role limited by profileSlugs (maybe none)."""
+    if can(actor, permission, scope):
+        return None
+    grant = actor.legacy_grants.get(scope.application_id) if scope.application_id else None
+    if (
+        grant is None
+        or grant.profile_ids is None
+        or permission not in PROFILE_CONDITIONED
+        or permission not in grant.permissions
+        or not can(actor, Permission.SELF, scope)
+    ):
+        return frozenset()
+    return grant.profile_ids
+
+
+def require_for_some_profiles(
+    actor: Actor, permission: Permission, scope: Scope
+) -> frozenset[uuid.UUID] | None:
+    """`require` for a list over many profiles: None (every profile) or the non-empty set it is limited to."""
+    limit = profile_limit(actor, permission, scope)
+    if limit is None or limit:
+        return limit
+    require(actor, permission, scope)  # raises: unauthenticated, not found, or forbidden
+    return frozenset()

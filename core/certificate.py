@@ -6,7 +6,7 @@ import dataclasses
 import enum
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -76,7 +76,11 @@ class ExportFormat(str, enum.Enum):
 
 
 def certificate_scope(certificate: Certificate) -> Scope:
-    return Scope(organization_id=certificate.organization_id, application_id=certificate.application_id)
+    return Scope(
+        organization_id=certificate.organization_id,
+        application_id=certificate.application_id,
+        profile_id=certificate.profile_id,
+    )
 
 
 def effective_status(certificate: Certificate, now: datetime | None = None) -> CertificateStatus:
@@ -578,7 +582,9 @@ async def import_certificate(
     metadata: dict[str, Any] | None = None,
 ) -> Certificate:
     """Bring an existing certificate (PEM or PKCS#12, key optional) into an application's inventory."""
-    application = await load_application(actor, application_id, Permission.CERTIFICATE_ISSUE)
+    application = await load_application(
+        actor, application_id, Permission.CERTIFICATE_ISSUE, profile_id=profile_id
+    )
     checked_metadata = check_metadata(metadata)
     try:
         bundle = load_bundle(data, password)
@@ -689,15 +695,16 @@ async def list_certificates(
     after: tuple[datetime, uuid.UUID] | None = None,
     application: Application | None = None,
 ) -> CertificatePage:
-    """Keyset page on (created_at DESC, id DESC) in one application: index-served, stable under inserts."""
+    """Keyset page on (created_at DESC, id DESC) in one application: index-served, stable under inserts.
+
+    A legacy role limited to some profiles lists the certificates of those profiles only."""
     if application is None:
-        application = await load_application(actor, application_id, Permission.CERTIFICATE_READ)
-    else:
-        authz.require(
-            actor,
-            Permission.CERTIFICATE_READ,
-            Scope(organization_id=application.organization_id, application_id=application.id),
-        )
+        application = await load_application(actor, application_id, Permission.APPLICATION_READ)
+    allowed_profiles = authz.require_for_some_profiles(
+        actor,
+        Permission.CERTIFICATE_READ,
+        Scope(organization_id=application.organization_id, application_id=application.id),
+    )
     if not 1 <= first <= MAX_PAGE_SIZE:
         raise InvalidInput(f"`first` must be between 1 and {MAX_PAGE_SIZE}", field="first")
     query = inventory_query(
@@ -707,6 +714,7 @@ async def list_certificates(
         name_contains=name_contains,
         expires_before=expires_before,
         after=after,
+        profile_ids=allowed_profiles,
     )
     rows = await query.limit(first + 1)
     return CertificatePage(items=list(rows[:first]), has_next_page=len(rows) > first)
@@ -721,8 +729,11 @@ def inventory_query(
     expires_before: datetime | None = None,
     after: tuple[datetime, uuid.UUID] | None = None,
     now: datetime | None = None,
+    profile_ids: Collection[uuid.UUID] | None = None,
 ) -> QuerySet[Certificate]:
-    """The filtered, ordered inventory of one application; every filter narrows an application-led index."""
+    """The filtered, ordered inventory of one application; every filter narrows an application-led index.
+
+    `profile_ids`: only certificates of these profiles (None: any)."""
     now = now or datetime.now(UTC)
     query = Certificate.filter(application_id=application_id)
     if status is not None:
@@ -737,6 +748,8 @@ def inventory_query(
             query = query.filter(status=wanted)
     if profile_id is not None:
         query = query.filter(profile_id=profile_id)
+    if profile_ids is not None:
+        query = query.filter(profile_id__in=list(profile_ids))
     if name_contains is not None and name_contains.strip():
         query = query.filter(name_search__contains=name_contains.strip().lower())
     if expires_before is not None:

@@ -54,6 +54,8 @@ from core.issuance import (
     store_certificate,
     with_common_name_san,
 )
+from core.legacy import rules as legacy_rules
+from core.legacy.endpoints import is_legacy_attachment, profile_uuid
 from core.password_checks import verify_off_loop
 from models import ApplicationProfile, Certificate
 from models.enums import CertificateStatus, EnrollmentMethod
@@ -145,6 +147,7 @@ async def _load_attachment(
     actor: Actor, application_id: uuid.UUID, profile_id: uuid.UUID
 ) -> ApplicationProfile:
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
+    legacy_rules.refuse_enrollment_change(application)  # enable, update, disable: read-only when legacy
     attachment = await load_attachment(application, profile_id, "profile")
     attachment.application = application
     return attachment
@@ -262,8 +265,13 @@ async def disable_est(
 
 
 def est_url(attachment: ApplicationProfile) -> str:
-    """The EST base URL of this pair; clients append /cacerts, /simpleenroll, ..."""
+    """The EST base URL of this pair; clients append /cacerts, /simpleenroll, ...
+
+    A legacy profile's (on its project's container) is the legacy form `/.well-known/est/{profileId}`.
+    """
     base = runtime.settings().public_url.rstrip("/")
+    if is_legacy_attachment(attachment):
+        return f"{base}/.well-known/est/{attachment.profile_id}"
     return f"{base}/.well-known/est/applications/{attachment.application_id}/profiles/{attachment.profile_id}"
 
 
@@ -285,12 +293,23 @@ def _not_found() -> EstError:
 
 
 async def find_attachment(application_id: str, profile_id: str) -> ApplicationProfile:
-    """The attachment with EST enabled (application, profile, CA and policy loaded), or 404."""
+    """The attachment with EST enabled (application, profile, CA and policy loaded), or 404.
+
+    A legacy container answers only on the legacy form (find_legacy_attachment).
+    """
     try:
-        app_uuid, profile_uuid = uuid.UUID(application_id), uuid.UUID(profile_id)
+        app_uuid, profile_id_uuid = uuid.UUID(application_id), uuid.UUID(profile_id)
     except ValueError:
         raise _not_found() from None
-    attachment, _ = await load_attachment_joined(app_uuid, profile_uuid, with_application=True)
+    attachment, _ = await load_attachment_joined(app_uuid, profile_id_uuid, with_application=True)
+    if attachment is None or not attachment.est_enabled or attachment.application.legacy:
+        raise _not_found()
+    return attachment
+
+
+async def find_legacy_attachment(profile_id: uuid.UUID) -> ApplicationProfile:
+    """A legacy profile's attachment on its project's container, with EST enabled, or 404."""
+    attachment, _ = await load_attachment_joined(None, profile_id, legacy=True)
     if attachment is None or not attachment.est_enabled:
         raise _not_found()
     return attachment
@@ -300,13 +319,20 @@ async def find_attachment_by_label(label: str) -> ApplicationProfile:
     """`{applicationName}.{profileName}`: application names are slugs (no dots), so the first dot splits.
 
     Names are unique per organization only: when the label matches EST-enabled pairs in more than one
-    organization, it names none of them (404) and clients use the id form of the URL.
+    organization, it names none of them (404) and clients use the id form of the URL. A label that is a
+    UUID is a legacy profile's id (the legacy form `/.well-known/est/{profileId}/{op}`).
     """
+    legacy_profile_id = profile_uuid(label)
+    if legacy_profile_id is not None:
+        return await find_legacy_attachment(legacy_profile_id)
     application_name, dot, profile_name = label.partition(".")
     if not dot or not application_name or not profile_name:
         raise _not_found()
     matches = await ApplicationProfile.filter(
-        application__name=application_name, profile__name=profile_name, est_enabled=True
+        application__name=application_name,
+        application__legacy=False,
+        profile__name=profile_name,
+        est_enabled=True,
     ).values_list("application_id", "profile_id")
     if len(matches) > 1:
         raise EstError(

@@ -26,6 +26,7 @@ from core.access import load_application
 from core.authz import Actor, Permission
 from core.ca import SigningMaterial, require_active, signing_material
 from core.errors import Conflict, InvalidCsr, InvalidInput, InvalidState, NotFound, PolicyViolation
+from core.rows import from_row, from_row_cached
 from models import (
     AcmeAccount,
     Application,
@@ -129,16 +130,18 @@ _JOINED = (
     ("pol", CertificatePolicy),
     ("ca", CertificateAuthority),
 )
-_attachment_sql: dict[tuple[str, bool, bool], str] = {}
+_attachment_sql: dict[tuple[str, bool, bool, bool], str] = {}
 
 
 def _columns(alias: str, model: type[Model]) -> str:
     return ", ".join(f'{alias}."{column}" AS "{alias}__{column}"' for column in model._meta.db_fields)
 
 
-def _attachment_query(dialect: str, *, with_application: bool = False, with_account: bool = False) -> str:
+def _attachment_query(
+    dialect: str, *, with_application: bool = False, with_account: bool = False, legacy: bool = False
+) -> str:
     """One join for attachment, profile, policy and CA (and application, ACME account); built once each."""
-    key = (dialect, with_application, with_account)
+    key = (dialect, with_application, with_account, legacy)
     if key not in _attachment_sql:
         joined = list(_JOINED)
         joins = [
@@ -146,11 +149,11 @@ def _attachment_query(dialect: str, *, with_application: bool = False, with_acco
             f'JOIN "{CertificatePolicy._meta.db_table}" pol ON pol."id" = p."policy_id"',
             f'JOIN "{CertificateAuthority._meta.db_table}" ca ON ca."id" = p."ca_id"',
         ]
-        if with_application:
+        if with_application or legacy:
             joined.append(("app", Application))
             joins.append(f'JOIN "{Application._meta.db_table}" app ON app."id" = ap."application_id"')
         if with_account:
-            third = "?" if dialect == "sqlite" else "$3"
+            third = "?" if dialect == "sqlite" else ("$2" if legacy else "$3")
             joined.append(("acc", AcmeAccount))
             joins.append(
                 f'LEFT JOIN "{AcmeAccount._meta.db_table}" acc '
@@ -160,6 +163,9 @@ def _attachment_query(dialect: str, *, with_application: bool = False, with_acco
         first, second = ("?", "?") if dialect == "sqlite" else ("$1", "$2")
         # SQLite's ? are positional: the account's (in the LEFT JOIN) comes first in the text.
         where = f'WHERE ap."application_id" = {first} AND ap."profile_id" = {second}'
+        if legacy:
+            # A legacy URL names only the profile: the attachment on its legacy project's container.
+            where = f'WHERE p."id" = {first} AND ap."application_id" = p."legacy_project_id" AND app."legacy"'
         _attachment_sql[key] = (
             f'SELECT {columns} FROM "{ApplicationProfile._meta.db_table}" ap {" ".join(joins)} {where}'
         )
@@ -167,43 +173,74 @@ def _attachment_query(dialect: str, *, with_application: bool = False, with_acco
 
 
 async def load_attachment_joined(
-    application_id: uuid.UUID,
+    application_id: uuid.UUID | None,
     profile_id: uuid.UUID,
     *,
     with_application: bool = False,
     account_id: uuid.UUID | None = None,
     with_account: bool = False,
+    legacy: bool = False,
 ) -> tuple[ApplicationProfile | None, AcmeAccount | None]:
     """The hot path's one lookup, in raw SQL: the ORM's select_related spent a millisecond building it.
 
     With `with_account`, the ACME account `account_id` of this attachment comes in the same query (None
-    when it is not this attachment's).
+    when it is not this attachment's). With `legacy` (a legacy URL, which names only the profile), the
+    attachment of a legacy profile on its project's container, application loaded; `application_id` is
+    not used.
     """
     connection = ApplicationProfile._meta.db
-    dialect = connection.capabilities.dialect
-    values: list[Any] = [application_id, profile_id]
+    query, values = attachment_statement(
+        connection.capabilities.dialect,
+        application_id,
+        profile_id,
+        with_application=with_application,
+        account_id=account_id,
+        with_account=with_account,
+        legacy=legacy,
+    )
+    rows = await connection.execute_query_dict(query, values)
+    if not rows:
+        return None, None
+    return attachment_from_row(rows[0], with_account=with_account)
+
+
+def attachment_statement(
+    dialect: str,
+    application_id: uuid.UUID | None,
+    profile_id: uuid.UUID,
+    *,
+    with_application: bool = False,
+    account_id: uuid.UUID | None = None,
+    with_account: bool = False,
+    legacy: bool = False,
+) -> tuple[str, list[Any]]:
+    """load_attachment_joined's query and its values (for a caller that runs it with other statements)."""
+    values: list[Any] = [profile_id] if legacy else [application_id, profile_id]
     if with_account:
         values = [account_id, *values] if dialect == "sqlite" else [*values, account_id]
     if dialect == "sqlite":
         values = [None if value is None else str(value) for value in values]
-    query = _attachment_query(dialect, with_application=with_application, with_account=with_account)
-    rows = await connection.execute_query_dict(query, values)
-    if not rows:
-        return None, None
-    split: dict[str, dict[str, Any]] = {alias: {} for alias in ("ap", "p", "pol", "ca", "app", "acc")}
-    for key, value in rows[0].items():
-        alias, _, column = key.partition("__")
-        split[alias][column] = value
-    attachment = ApplicationProfile._init_from_db(**split["ap"])
-    profile = CertificateProfile._init_from_db(**split["p"])
-    profile.policy = CertificatePolicy._init_from_db(**split["pol"])
-    profile.ca = CertificateAuthority._init_from_db(**split["ca"])
+    query = _attachment_query(
+        dialect, with_application=with_application, with_account=with_account, legacy=legacy
+    )
+    return query, values
+
+
+def attachment_from_row(
+    row: dict[str, Any], *, with_account: bool = False
+) -> tuple[ApplicationProfile, AcmeAccount | None]:
+    """The attachment (profile, policy, CA, and the application when joined) and the account of a row."""
+    # core.rows builds what _init_from_db would; these rows seldom change, so mostly it copies.
+    attachment = from_row_cached(ApplicationProfile, row, "ap__")
+    profile = from_row_cached(CertificateProfile, row, "p__")
+    profile.policy = from_row_cached(CertificatePolicy, row, "pol__")
+    profile.ca = from_row_cached(CertificateAuthority, row, "ca__")
     attachment.profile = profile
-    if with_application:
-        attachment.application = Application._init_from_db(**split["app"])
+    if "app__id" in row:
+        attachment.application = from_row_cached(Application, row, "app__")
     account = None
-    if with_account and split["acc"].get("id") is not None:
-        account = AcmeAccount._init_from_db(**split["acc"])
+    if with_account and row.get("acc__id") is not None:
+        account = from_row(AcmeAccount, row, "acc__")
     return attachment, account
 
 
@@ -251,7 +288,9 @@ async def load_issuance_context(
     """
     started = time.perf_counter()
     if application is None:
-        application = await load_application(actor, application_id, Permission.CERTIFICATE_ISSUE)
+        application = await load_application(
+            actor, application_id, Permission.CERTIFICATE_ISSUE, profile_id=profile_id
+        )
     if not _joined(attachment, application.id, profile_id):
         attachment = await _load_attachment(application.id, profile_id)
     if attachment is None:
@@ -559,6 +598,8 @@ async def store_certificate(
         id=certificate_id,
         organization_id=context.application.organization_id,
         application_id=context.application.id,
+        # A legacy project's container has the project's id: its certificates are the project's.
+        legacy_project_id=context.application.id if context.application.legacy else None,
         profile_id=context.profile.id,
         ca_id=context.material.ca_id,
         **fact_columns(facts),

@@ -37,6 +37,8 @@ from core.ca import SigningMaterial, require_active, signing_material
 from core.certificate import RenewalMode, renew_certificate
 from core.errors import InvalidInput, InvalidState, KeywardError
 from core.issuance import issue_certificate, load_attachment_joined, parse_request_csr, with_common_name_san
+from core.legacy import rules as legacy_rules
+from core.legacy.endpoints import is_legacy_attachment
 from core.password_checks import verify_off_loop
 from models import (
     ApplicationProfile,
@@ -118,7 +120,10 @@ class ScepBadRequest(Exception):
 
 
 def scep_url(attachment: ApplicationProfile) -> str:
+    """The pkiclient.exe URL; a legacy profile's (on its container) is `/scep/{profileId}/pkiclient.exe`."""
     base = runtime.settings().public_url.rstrip("/")
+    if is_legacy_attachment(attachment):
+        return f"{base}/scep/{attachment.profile_id}/pkiclient.exe"
     return (
         f"{base}/scep/applications/{attachment.application_id}/profiles/{attachment.profile_id}/pkiclient.exe"
     )
@@ -234,6 +239,7 @@ async def _load_for_settings(
     actor: Actor, application_id: uuid.UUID, profile_id: uuid.UUID
 ) -> tuple[Any, ApplicationProfile]:
     application = await load_application(actor, application_id, Permission.ENROLLMENT_MANAGE)
+    legacy_rules.refuse_enrollment_change(application)  # enable, update, disable: read-only when legacy
     return application, await load_attachment(application, profile_id, "profile", "profile__ca")
 
 
@@ -403,7 +409,9 @@ async def generate_scep_challenge(
     *, actor: Actor, application_id: uuid.UUID, profile_id: uuid.UUID
 ) -> GeneratedChallenge:
     """A one-time challenge for a dynamic-challenge pair (Operators, Admins); refused beyond the maximum."""
-    application = await load_application(actor, application_id, Permission.SCEP_CHALLENGE_CREATE)
+    application = await load_application(
+        actor, application_id, Permission.SCEP_CHALLENGE_CREATE, profile_id=profile_id
+    )
     attachment = await load_attachment(application, profile_id)
     if not attachment.scep_enabled or attachment.scep_challenge_mode != "dynamic":
         raise InvalidState(
@@ -482,13 +490,17 @@ def _ra_material(attachment: ApplicationProfile) -> RaMaterial:
     return material
 
 
-async def load_endpoint(application_id: str, profile_id: str) -> Endpoint:
+async def load_endpoint(application_id: str | None, profile_id: str) -> Endpoint:
+    """The SCEP endpoint of an attachment. `application_id` None: the legacy form `/scep/{profileId}/...`,
+    which reaches only a legacy profile on its project's container (and the application form never one)."""
+    legacy = application_id is None
     try:
-        app_uuid, profile_uuid = uuid.UUID(application_id), uuid.UUID(profile_id)
+        app_uuid = None if application_id is None else uuid.UUID(application_id)
+        profile_uuid = uuid.UUID(profile_id)
     except ValueError:
         raise ScepNotFound("not found") from None
-    attachment, _ = await load_attachment_joined(app_uuid, profile_uuid, with_application=True)
-    if attachment is None or not attachment.scep_enabled:
+    attachment, _ = await load_attachment_joined(app_uuid, profile_uuid, with_application=True, legacy=legacy)
+    if attachment is None or not attachment.scep_enabled or bool(attachment.application.legacy) != legacy:
         raise ScepNotFound("no SCEP endpoint here: SCEP is not enabled for this profile")
     try:
         material = await signing_material(attachment.profile.ca)
@@ -500,10 +512,10 @@ async def load_endpoint(application_id: str, profile_id: str) -> Endpoint:
 # GetCACaps and GetCACert answer public, slowly changing facts: their endpoint lookups are reused for a few
 # seconds (a clients asks for both right before each PKIOperation, which always reads afresh).
 PUBLIC_ENDPOINT_TTL = 5.0
-_public_endpoints: dict[tuple[str, str], tuple[float, Endpoint]] = {}
+_public_endpoints: dict[tuple[str | None, str], tuple[float, Endpoint]] = {}
 
 
-async def load_public_endpoint(application_id: str, profile_id: str) -> Endpoint:
+async def load_public_endpoint(application_id: str | None, profile_id: str) -> Endpoint:
     """load_endpoint for GetCACaps/GetCACert: may be up to PUBLIC_ENDPOINT_TTL seconds old."""
     key = (application_id, profile_id)
     now = time.monotonic()

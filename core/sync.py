@@ -18,10 +18,11 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from core import audit, runtime
+from core import audit, authz, runtime
 from core.access import attached_profiles, load_application, load_application_row
-from core.authz import Actor, Permission
+from core.authz import Actor, Permission, Scope
 from core.errors import Conflict, InvalidInput, NotFound
+from core.legacy import rules as legacy_rules
 from core.sync_destinations import destination_for
 from core.sync_destinations.common import needs_keystore_password
 from models import Application, Certificate, OutboxEvent
@@ -319,7 +320,14 @@ async def _enqueue_matching(
 
 
 async def _load_sync(actor: Actor, sync_id: uuid.UUID, permission: Permission) -> tuple[Sync, Application]:
-    return await load_application_row(actor, Sync, sync_id, permission, "sync")
+    sync, application = await load_application_row(actor, Sync, sync_id, Permission.APPLICATION_READ, "sync")
+    _require_on(actor, permission, application, sync.name)
+    return sync, application
+
+
+def _require_on(actor: Actor, permission: Permission, application: Application, sync_name: str) -> None:
+    """`permission` on the sync named `sync_name` (a legacy custom role may be limited to some syncs)."""
+    authz.require(actor, permission, Scope(application.organization_id, application.id, sync_name=sync_name))
 
 
 async def get_sync(*, actor: Actor, sync_id: uuid.UUID) -> Sync:
@@ -355,6 +363,7 @@ async def create_sync(
     """Everything is validated before the first write; nothing is saved on bad input. With auto-sync, every
     matching certificate is queued in the same transaction."""
     application = await load_application(actor, application_id, Permission.SYNC_MANAGE)
+    legacy_rules.refuse_create_outside_application(application, "sync")
     name = validate_name(name)
     kind = parse_destination(destination)
     fmt = parse_format(format)
@@ -434,6 +443,7 @@ async def update_sync(
     if name is not None:
         name = validate_name(name)
         if name != sync.name:
+            _require_on(actor, Permission.SYNC_MANAGE, application, name)
             if await Sync.exists(application_id=application.id, name=name):
                 raise _taken(name)
             changes["name"] = name

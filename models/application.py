@@ -49,7 +49,7 @@ class ApplicationProfile(Model):
     acme_enabled = fields.BooleanField(default=False)
     acme_eab_required = fields.BooleanField(default=True)
     # Not unique: a migrated attachment keeps its legacy profile's key id, so clients change only the URL.
-    acme_eab_kid = fields.CharField(max_length=64, null=True, index=True)
+    acme_eab_kid = fields.CharField(max_length=64, null=True, db_index=True)
     # The EAB HMAC key sealed under the KEK (context b"eab:<attachment id>"); revealed to app Admins only.
     acme_eab_hmac_encrypted = fields.BinaryField(null=True)
     # EST (RFC 7030): HTTP Basic (username and an argon2 hash of the passphrase, write-only) and/or TLS

@@ -13,6 +13,7 @@ from strawberry.types import Info
 
 from api.graphql.context import actor_organization
 from api.graphql.ids import parse_id
+from api.graphql.legacy import LegacyProject, legacy_project_of
 from api.graphql.permission import guard_type, guarded_field, guarded_mutation
 from core import alert as service
 from core import delivery as delivery_service
@@ -203,6 +204,12 @@ class Alert:
             limit=first,
         )
         return [Delivery.from_model(r, self._organization_id, self._model.application_id) for r in rows]
+
+    @guarded_field(
+        Permission.APPLICATION_READ, description="The legacy project it belongs to; null in an Application."
+    )
+    async def legacy_project(self, info: Info) -> LegacyProject | None:
+        return await legacy_project_of(info, self._model.application_id)
 
     @classmethod
     def from_model(cls, model: AlertModel, organization_id: uuid.UUID) -> Alert:

@@ -12,6 +12,7 @@ from strawberry.types import Info
 
 from api.graphql.certificate import Certificate
 from api.graphql.ids import parse_id
+from api.graphql.legacy import LegacyProject, legacy_project_of
 from api.graphql.pagination import Connection, Edge, PageInfo, check_page_size, decode_cursor, encode_cursor
 from api.graphql.permission import guard_type, guarded_field, guarded_mutation
 from core import approval as service
@@ -77,6 +78,12 @@ class ApprovalPolicy:
     @guarded_field(Permission.APPLICATION_READ, description="The attached profiles the policy covers.")
     async def profile_ids(self) -> list[strawberry.ID]:
         return [strawberry.ID(str(p)) for p in await service.covered_profile_ids(self._model)]
+
+    @guarded_field(
+        Permission.APPLICATION_READ, description="The legacy project it belongs to; null in an Application."
+    )
+    async def legacy_project(self, info: Info) -> LegacyProject | None:
+        return await legacy_project_of(info, self._model.application_id)
 
     @classmethod
     def from_model(cls, model: ApprovalPolicyModel, organization_id: uuid.UUID) -> ApprovalPolicy:
@@ -149,7 +156,8 @@ class ApprovalRequest:
     )
 
     def authz_scope(self) -> Scope:
-        return Scope(self._model.organization_id, self._model.application_id)
+        model = self._model
+        return Scope(model.organization_id, model.application_id, profile_id=model.profile_id)
 
     @guarded_field(Permission.APPLICATION_READ)
     async def decisions(self) -> list[ApprovalDecision]:
@@ -162,6 +170,12 @@ class ApprovalRequest:
             return None
         model = await CertificateModel.get_or_none(id=self._model.certificate_id)
         return Certificate.from_model(model) if model is not None else None
+
+    @guarded_field(
+        Permission.APPLICATION_READ, description="The legacy project it belongs to; null in an Application."
+    )
+    async def legacy_project(self, info: Info) -> LegacyProject | None:
+        return await legacy_project_of(info, self._model.application_id)
 
     @classmethod
     def from_model(cls, model: ApprovalRequestModel) -> ApprovalRequest:

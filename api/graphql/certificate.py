@@ -29,6 +29,7 @@ from models import enums
 if TYPE_CHECKING:
     from api.graphql.application import Application
     from api.graphql.approval import ApprovalRequest
+    from api.graphql.legacy import LegacyProject
     from api.graphql.pki import CertificateProfile
 
 
@@ -84,7 +85,7 @@ class ExportFormatEnum(Enum):
 
 
 def _scope(model: CertificateModel) -> Scope:
-    return Scope(organization_id=model.organization_id, application_id=model.application_id)
+    return service.certificate_scope(model)
 
 
 @guard_type(Permission.CERTIFICATE_READ)
@@ -141,14 +142,22 @@ class Certificate:
     def status(self) -> CertificateStatusEnum:
         return CertificateStatusEnum(service.effective_status(self._model).value)
 
-    @strawberry.field
+    @strawberry.field(description="Null for a legacy project's certificate (see legacyProject).")
     async def application(self) -> Annotated[Application, strawberry.lazy("api.graphql.application")] | None:
         from api.graphql.application import Application
 
         if self._model.application_id is None:
             return None
         model = await ApplicationModel.get(id=self._model.application_id)
-        return Application.from_model(model)
+        return None if model.legacy else Application.from_model(model)
+
+    @strawberry.field(description="The legacy project it belongs to; null in an Application.")
+    async def legacy_project(
+        self, info: Info
+    ) -> Annotated[LegacyProject, strawberry.lazy("api.graphql.legacy")] | None:
+        from api.graphql.legacy import legacy_project_of
+
+        return await legacy_project_of(info, self._model.application_id)
 
     @strawberry.field(description="Null for an imported certificate given no profile.")
     async def profile(self) -> Annotated[CertificateProfile, strawberry.lazy("api.graphql.pki")] | None:
@@ -468,7 +477,7 @@ class Mutation:
 
             held = pending.request
             return IssueCertificatePayload(
-                _scope=Scope(held.organization_id, held.application_id),
+                _scope=Scope(held.organization_id, held.application_id, profile_id=held.profile_id),
                 certificate=None,
                 approval_request=ApprovalRequest.from_model(held),
             )

@@ -84,9 +84,10 @@ class ScepChallenge:
     id: strawberry.ID
     challenge: str = strawberry.field(description="The one-time challenge password for the SCEP client.")
     expires_at: datetime
+    _profile_id: strawberry.Private[uuid.UUID | None] = None
 
     def authz_scope(self) -> Scope:
-        return Scope(self._organization_id, self._application_id)
+        return Scope(self._organization_id, self._application_id, profile_id=self._profile_id)
 
 
 @strawberry.input(description="SCEP settings; omitted ones keep their defaults or current values.")
@@ -186,14 +187,15 @@ class Mutation:
         self, info: Info, application_id: strawberry.ID, profile_id: strawberry.ID
     ) -> ScepChallenge:
         actor = info.context.actor
-        app_id = parse_id(application_id, "application")
+        app_id, parsed_profile = parse_id(application_id, "application"), parse_id(profile_id, "profile")
         generated = await service.generate_scep_challenge(
-            actor=actor, application_id=app_id, profile_id=parse_id(profile_id, "profile")
+            actor=actor, application_id=app_id, profile_id=parsed_profile
         )
         assert actor.organization_id is not None
         return ScepChallenge(
             _organization_id=actor.organization_id,
             _application_id=app_id,
+            _profile_id=parsed_profile,
             id=strawberry.ID(str(generated.id)),
             challenge=generated.challenge,
             expires_at=generated.expires_at,

@@ -10,7 +10,21 @@ from strawberry.extensions import AddValidationRules, MaskErrors, ParserCache, V
 from strawberry.extensions.query_depth_limiter import create_validator
 from strawberry.tools import merge_types
 
-from api.graphql import alert, application, approval, audit, certificate, est, identity, pki, scep, sync
+from api.graphql import (
+    alert,
+    application,
+    approval,
+    audit,
+    certificate,
+    est,
+    identity,
+    legacy,
+    legacy_import,
+    migration,
+    pki,
+    scep,
+    sync,
+)
 from core.errors import KeywardError
 
 log = logging.getLogger("keyward.graphql")
@@ -18,6 +32,9 @@ log = logging.getLogger("keyward.graphql")
 DEPTH_LIMIT_RULE = create_validator(max_depth=12, should_ignore=None)
 
 DOMAINS = [identity, audit, pki, certificate, application, alert, est, scep, approval, sync]
+DOMAINS.append(legacy)  # legacy projects (SPEC §12): certificateManager
+DOMAINS.append(migration)  # the migration assistant (SPEC §13): migrationPlan, applyMigration
+DOMAINS.append(legacy_import)  # importLegacyProject (SPEC §12)
 
 
 def _should_mask(error: GraphQLError) -> bool:

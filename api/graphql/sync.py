@@ -14,6 +14,7 @@ from strawberry.types import Info
 
 from api.graphql.context import actor_organization
 from api.graphql.ids import parse_id
+from api.graphql.legacy import LegacyProject, legacy_project_of
 from api.graphql.pagination import Connection, Edge, PageInfo, check_page_size, decode_cursor, encode_cursor
 from api.graphql.permission import guard_type, guarded_field, guarded_mutation
 from core import sync as service
@@ -171,6 +172,12 @@ class Sync:
             edges=edges,
             page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
         )
+
+    @guarded_field(
+        Permission.APPLICATION_READ, description="The legacy project it belongs to; null in an Application."
+    )
+    async def legacy_project(self, info: Info) -> LegacyProject | None:
+        return await legacy_project_of(info, self._model.application_id)
 
     @classmethod
     def from_model(cls, model: SyncModel, organization_id: uuid.UUID) -> Sync:

@@ -1,5 +1,8 @@
 """ACME (RFC 8555) over HTTP: every route of a directory, per (application, profile) attachment.
 
+Each directory answers under `/acme/applications/{appId}/profiles/{profileId}/`; a legacy profile's (on its
+project's container, core.legacy.endpoints) under `/acme/profiles/{profileId}/` instead.
+
 Each POST is verified here (JWS, nonce, url, signer) before a handler sees it; the order, authorization,
 challenge, certificate and revocation handlers live in api/routes/acme_order.py.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,17 +20,23 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.routes.acme_http import acme_response, problem_response
-from core import acme_account
+from core import acme_account, acme_order, acme_sql, acme_validation
 from core.acme_account import MAX_BODY, VerifiedRequest, acme_url, load_acme_attachment, verify_request
 from models.application import ApplicationProfile
+from pki.acme import jws
 from pki.acme.problem import AcmeProblem
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/acme/applications/{app_id}/profiles/{profile_id}"
+LEGACY_PREFIX = "/acme/profiles/{profile_id}"
 JOSE_JSON = "application/jose+json"
 
 Handler = Callable[[VerifiedRequest, dict[str, str]], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+# The reads a handler starts with, made in the request's own trip to the database: from the path's
+# parameters, the account the kid names and the (not yet verified) JWS.
+Prefetcher = Callable[[dict[str, str], uuid.UUID, jws.Jws], acme_sql.Prefetch | None]
 
 
 def _internal() -> AcmeProblem:
@@ -82,13 +92,17 @@ async def _read_body(request: Request) -> bytes:
 
 
 async def _attachment(request: Request, holder: list[ApplicationProfile]) -> ApplicationProfile:
-    attachment = await load_acme_attachment(request.path_params["app_id"], request.path_params["profile_id"])
+    attachment = await load_acme_attachment(
+        request.path_params.get("app_id"), request.path_params["profile_id"]
+    )
     holder.append(attachment)
     return attachment
 
 
-def _post(path: str, handler: Handler, *, require_account: bool = True) -> Route:
-    """A JWS-authenticated POST route; `path` is relative to the directory, e.g. "order/{id}/finalize"."""
+def _post(
+    path: str, handler: Handler, *, require_account: bool = True, prefetch: Prefetcher | None = None
+) -> Endpoint:
+    """A JWS-authenticated POST endpoint; `path` is relative to the directory, e.g. "order/{id}/finalize"."""
 
     async def endpoint(request: Request) -> Response:
         holder: list[ApplicationProfile] = []
@@ -102,15 +116,23 @@ def _post(path: str, handler: Handler, *, require_account: bool = True) -> Route
                 body = await _read_body(request)
             except AcmeProblem as problem:
                 unreadable = problem
-            attachment, preloaded = await acme_account.load_acme_request(
-                request.path_params["app_id"],
+            parsed, kid = (None, None) if unreadable else acme_account.peek(body)
+            nonce = parsed.protected.get("nonce") if parsed is not None else None
+            params = {k: v for k, v in request.path_params.items() if k not in ("app_id", "profile_id")}
+            reads: Callable[[uuid.UUID], acme_sql.Prefetch | None] | None = None
+            if prefetch is not None and parsed is not None:
+                jws_body = parsed
+                reads = lambda account_id: prefetch(params, account_id, jws_body)  # noqa: E731
+            attachment, preloaded, used_nonce, prefetched = await acme_account.load_acme_post(
+                request.path_params.get("app_id"),
                 request.path_params["profile_id"],
-                kid=None if unreadable else acme_account.peek_kid(body),
+                kid=kid,
+                nonce=nonce if isinstance(nonce, str) and nonce else None,
+                prefetch=reads,
             )
             holder.append(attachment)
             if unreadable is not None:
                 raise unreadable
-            params = {k: v for k, v in request.path_params.items() if k not in ("app_id", "profile_id")}
             url = acme_url(attachment, path.format(**params))
             verified = await verify_request(
                 attachment=attachment,
@@ -118,12 +140,15 @@ def _post(path: str, handler: Handler, *, require_account: bool = True) -> Route
                 url=url,
                 require_account=require_account,
                 preloaded=preloaded,
+                parsed=parsed,
+                used_nonce=used_nonce,
+                prefetched=prefetched,
             )
             return await handler(verified, params)
 
         return await _answer(request, holder, work)
 
-    return Route(f"{PREFIX}/{path}", endpoint, methods=["POST"])
+    return endpoint
 
 
 # Directory and nonces ----------------------------------------------------------------------------------
@@ -209,18 +234,46 @@ def _orders_handler(name: str, param: str | None = None) -> Handler:
     return handler
 
 
+def _payload(body: jws.Jws) -> Any:
+    try:
+        return body.payload_json()
+    except AcmeProblem:
+        return None
+
+
+_PREFETCH: dict[str, Prefetcher] = {
+    "new-order": lambda params, account_id, body: acme_order.prefetch_new_order(account_id, _payload(body)),
+    "order/{id}": lambda params, account_id, body: acme_order.prefetch_order(params["id"]),
+    "order/{id}/finalize": lambda params, account_id, body: acme_order.prefetch_order(params["id"]),
+    "authz/{id}": lambda params, account_id, body: acme_order.prefetch_authorization(params["id"]),
+    "chall/{id}": lambda params, account_id, body: acme_validation.prefetch_challenge(params["id"]),
+    "cert/{id}": lambda params, account_id, body: acme_order.prefetch_certificate(account_id, params["id"]),
+}
+
+# Every resource of a directory, relative to it, served under both URL forms.
+_DIRECTORY: list[tuple[str, Endpoint, list[str]]] = [
+    ("directory", directory, ["GET"]),
+    ("new-nonce", new_nonce, ["GET", "HEAD"]),
+    *(
+        (path, _post(path, handler, require_account=require_account, prefetch=_PREFETCH.get(path)), ["POST"])
+        for path, handler, require_account in [
+            ("new-account", _new_account, False),
+            ("account/{id}", _account, True),
+            ("account/{id}/orders", _account_orders, True),
+            ("key-change", _key_change, True),
+            ("new-order", _orders_handler("new_order"), True),
+            ("order/{id}", _orders_handler("get_order", "id"), True),
+            ("order/{id}/finalize", _orders_handler("finalize_order", "id"), True),
+            ("authz/{id}", _orders_handler("get_authorization", "id"), True),
+            ("chall/{id}", _orders_handler("respond_challenge", "id"), True),
+            ("cert/{id}", _orders_handler("download_certificate", "id"), True),
+            ("revoke-cert", _orders_handler("revoke_certificate"), False),
+        ]
+    ),
+]
+
 routes: list[BaseRoute] = [
-    Route(f"{PREFIX}/directory", directory, methods=["GET"]),
-    Route(f"{PREFIX}/new-nonce", new_nonce, methods=["GET", "HEAD"]),
-    _post("new-account", _new_account, require_account=False),
-    _post("account/{id}", _account),
-    _post("account/{id}/orders", _account_orders),
-    _post("key-change", _key_change),
-    _post("new-order", _orders_handler("new_order")),
-    _post("order/{id}", _orders_handler("get_order", "id")),
-    _post("order/{id}/finalize", _orders_handler("finalize_order", "id")),
-    _post("authz/{id}", _orders_handler("get_authorization", "id")),
-    _post("chall/{id}", _orders_handler("respond_challenge", "id")),
-    _post("cert/{id}", _orders_handler("download_certificate", "id")),
-    _post("revoke-cert", _orders_handler("revoke_certificate"), require_account=False),
+    Route(f"{prefix}/{path}", endpoint, methods=methods)
+    for prefix in (PREFIX, LEGACY_PREFIX)
+    for path, endpoint, methods in _DIRECTORY
 ]

@@ -102,15 +102,27 @@ async def _order_response(
 
 async def new_order(verified: VerifiedRequest) -> Response:
     view = await acme_order.new_order(
-        attachment=verified.attachment, account=_account(verified), payload=verified.payload
+        attachment=verified.attachment,
+        account=_account(verified),
+        payload=verified.payload,
+        prefetched=verified.prefetched,
     )
     return await _order_response(verified, view, status=201)
 
 
 async def get_order(verified: VerifiedRequest, order_id: str) -> Response:
     view = await acme_order.get_order(
-        attachment=verified.attachment, account=_account(verified), order_id=order_id
+        attachment=verified.attachment,
+        account=_account(verified),
+        order_id=order_id,
+        prefetched=verified.prefetched,
     )
+    pending = [a.id for a in view.authorizations if a.status == "pending"]
+    if view.status == "pending" and await acme_validation.settle(pending):
+        # A validation of this order ran here meanwhile: answer with its outcome.
+        view = await acme_order.get_order(
+            attachment=verified.attachment, account=_account(verified), order_id=order_id
+        )
     return await _order_response(verified, view)
 
 
@@ -120,6 +132,7 @@ async def finalize_order(verified: VerifiedRequest, order_id: str) -> Response:
         account=_account(verified),
         order_id=order_id,
         payload=verified.payload,
+        prefetched=verified.prefetched,
     )
     return await _order_response(verified, view)
 
@@ -127,8 +140,21 @@ async def finalize_order(verified: VerifiedRequest, order_id: str) -> Response:
 async def get_authorization(verified: VerifiedRequest, authz_id: str) -> Response:
     attachment = verified.attachment
     view = await acme_order.get_authorization(
-        attachment=attachment, account=_account(verified), authz_id=authz_id, payload=verified.payload
+        attachment=attachment,
+        account=_account(verified),
+        authz_id=authz_id,
+        payload=verified.payload,
+        prefetched=verified.prefetched,
     )
+    if (
+        not verified.payload
+        and view.status == "pending"
+        and await acme_validation.settle([view.authorization.id])
+    ):
+        # Its validation ran here meanwhile: answer with the outcome.
+        view = await acme_order.get_authorization(
+            attachment=attachment, account=_account(verified), authz_id=authz_id
+        )
     return await acme_response(
         attachment,
         authorization_object(attachment, view.authorization, view.challenges),
@@ -144,6 +170,7 @@ async def respond_challenge(verified: VerifiedRequest, challenge_id: str) -> Res
         account=_account(verified),
         challenge_id=challenge_id,
         trigger=verified.payload is not None,
+        prefetched=verified.prefetched,
     )
     links = (
         f'<{acme_url(attachment, "directory")}>;rel="index", '
@@ -156,7 +183,10 @@ async def respond_challenge(verified: VerifiedRequest, challenge_id: str) -> Res
 async def download_certificate(verified: VerifiedRequest, certificate_id: str) -> Response:
     attachment = verified.attachment
     pem = await acme_order.certificate_chain(
-        attachment=attachment, account=_account(verified), certificate_id=certificate_id
+        attachment=attachment,
+        account=_account(verified),
+        certificate_id=certificate_id,
+        prefetched=verified.prefetched,
     )
     return await acme_response(attachment, pem, content_type=PEM_CHAIN)
 

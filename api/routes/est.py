@@ -1,7 +1,8 @@
 """EST (RFC 7030) over HTTPS: cacerts, simpleenroll, simplereenroll, csrattrs, serverkeygen per attachment.
 
 Two URL forms reach the same service: `/.well-known/est/applications/{appId}/profiles/{profileId}/{op}`
-and, for clients that take a single label, `/.well-known/est/{appName}.{profileName}/{op}`. The client
+and, for clients that take a single label, `/.well-known/est/{appName}.{profileName}/{op}`; a label that
+is a UUID is a legacy profile's id (`/.well-known/est/{profileId}/{op}`, core.legacy.endpoints). The client
 certificate comes from the TLS connection (api/tls.py) or, behind a TLS-terminating proxy listed in
 KEYWARD_TRUSTED_PROXIES, from the KEYWARD_EST_CLIENT_CERT_HEADER header (URL-encoded PEM).
 """

@@ -1,5 +1,8 @@
 """SCEP (RFC 8894) over HTTP: `pkiclient.exe` per (application, profile) attachment.
 
+`/scep/applications/{appId}/profiles/{profileId}/pkiclient.exe`; a legacy profile's (on its project's
+container, core.legacy.endpoints) is `/scep/{profileId}/pkiclient.exe`.
+
 GetCACaps, GetCACert and PKIOperation (GET with a base64 `message`, or POST with the DER body). Refusals
 go back as CertRep FAILURE with a failInfo whenever the request got far enough to be answered that way;
 otherwise HTTP 400 (404 where no SCEP endpoint exists). Never a 5xx: an unexpected failure is logged and
@@ -23,6 +26,7 @@ from pki.scep import MAX_MESSAGE_BYTES
 logger = logging.getLogger(__name__)
 
 PATH = "/scep/applications/{app_id}/profiles/{profile_id}/pkiclient.exe"
+LEGACY_PATH = "/scep/{profile_id}/pkiclient.exe"
 
 
 def _bad_request(message: str, status: int = 400) -> Response:
@@ -66,11 +70,13 @@ async def pkiclient(request: Request) -> Response:
     operation = request.query_params.get("operation", "")
     try:
         if operation == "GetCACaps":
-            await scep.load_public_endpoint(request.path_params["app_id"], request.path_params["profile_id"])
+            await scep.load_public_endpoint(
+                request.path_params.get("app_id"), request.path_params["profile_id"]
+            )
             return PlainTextResponse(scep.ca_caps())
         if operation == "GetCACert":
             endpoint = await scep.load_public_endpoint(
-                request.path_params["app_id"], request.path_params["profile_id"]
+                request.path_params.get("app_id"), request.path_params["profile_id"]
             )
             return Response(scep.ca_certificates(endpoint), media_type=scep.CONTENT_TYPE_CA_RA)
         if operation == "PKIOperation":
@@ -79,7 +85,7 @@ async def pkiclient(request: Request) -> Response:
             else:
                 body = _decode_base64(request.query_params.get("message", ""))
             endpoint = await scep.load_endpoint(
-                request.path_params["app_id"], request.path_params["profile_id"]
+                request.path_params.get("app_id"), request.path_params["profile_id"]
             )
             source = request.client.host if request.client else None
             reply = await scep.pki_operation(endpoint, body, source_address=source)
@@ -96,4 +102,7 @@ async def pkiclient(request: Request) -> Response:
         return _bad_request("the request could not be processed")
 
 
-routes: list[BaseRoute] = [Route(PATH, pkiclient, methods=["GET", "POST"])]
+routes: list[BaseRoute] = [
+    Route(PATH, pkiclient, methods=["GET", "POST"]),
+    Route(LEGACY_PATH, pkiclient, methods=["GET", "POST"]),
+]

@@ -42,6 +42,8 @@ from test_authz_matrix_acme import ACME_OPERATIONS
 from test_authz_matrix_alerts import ALERT_OPERATIONS
 from test_authz_matrix_approval import APPROVAL_OPERATIONS
 from test_authz_matrix_est import EST_OPERATIONS
+from test_authz_matrix_legacy_import import LEGACY_IMPORT_OPERATIONS
+from test_authz_matrix_migration import MIGRATION_OPERATIONS
 from test_authz_matrix_scep import SCEP_OPERATIONS
 from test_authz_matrix_sync import SYNC_OPERATIONS
 from test_authz_roles import OPERATIONS as IDENTITY_AND_APPLICATION_OPERATIONS
@@ -542,6 +544,8 @@ ALL_OPERATIONS = [
     *SCEP_OPERATIONS,
     *APPROVAL_OPERATIONS,
     *SYNC_OPERATIONS,
+    *LEGACY_IMPORT_OPERATIONS,
+    *MIGRATION_OPERATIONS,
 ]
 
 
