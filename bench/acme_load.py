@@ -294,17 +294,20 @@ def process_tree_cpu(pid: int | None) -> float | None:
 
 
 async def run_load(target: Target, responder: Responder, clients: int, seconds: float) -> Result:
-    limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
-    async with httpx.AsyncClient(verify=target.verify, limits=limits, timeout=FLOW_TIMEOUT) as http:
+    async with httpx.AsyncClient(verify=target.verify, timeout=FLOW_TIMEOUT) as http:
         target.directory = (await http.get(target.directory_url)).json()
-        completed, failed, errors = 0, 0, []
-        phases: dict[str, float] = {}
-        run_id = uuid.uuid4().hex[:6]
-        start = time.perf_counter()
-        stop_at = start + seconds
+    completed, failed, errors = 0, 0, []
+    phases: dict[str, float] = {}
+    run_id = uuid.uuid4().hex[:6]
+    start = time.perf_counter()
+    stop_at = start + seconds
 
-        async def one_client(index: int) -> None:
-            nonlocal completed, failed
+    async def one_client(index: int) -> None:
+        nonlocal completed, failed
+        # Its own connection pool, as every real ACME client has: one pool shared by all clients made the
+        # load generator scan all its connections on every request, which cost it more than the servers.
+        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+        async with httpx.AsyncClient(verify=target.verify, limits=limits, timeout=FLOW_TIMEOUT) as http:
             client = Client(http, target, responder)
             try:
                 await asyncio.wait_for(client.register(), FLOW_TIMEOUT)
@@ -325,16 +328,16 @@ async def run_load(target: Target, responder: Responder, clients: int, seconds: 
             for label, spent in client.phases.items():
                 phases[label] = phases.get(label, 0.0) + spent
 
-        cpu_before = process_tree_cpu(target.pid)
-        tasks = [asyncio.create_task(one_client(index)) for index in range(clients)]
-        _, pending = await asyncio.wait(tasks, timeout=seconds + DRAIN_TIMEOUT)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        elapsed = time.perf_counter() - start
-        cpu_after = process_tree_cpu(target.pid)
-        if pending:
-            errors.append(f"{len(pending)} clients still busy {DRAIN_TIMEOUT:.0f}s after the window: stalled")
+    cpu_before = process_tree_cpu(target.pid)
+    tasks = [asyncio.create_task(one_client(index)) for index in range(clients)]
+    _, pending = await asyncio.wait(tasks, timeout=seconds + DRAIN_TIMEOUT)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    elapsed = time.perf_counter() - start
+    cpu_after = process_tree_cpu(target.pid)
+    if pending:
+        errors.append(f"{len(pending)} clients still busy {DRAIN_TIMEOUT:.0f}s after the window: stalled")
     means = {label: spent / completed for label, spent in phases.items()} if completed else {}
     server_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return Result(target.name, clients, completed, failed, elapsed, errors, means, server_cpu)

@@ -287,9 +287,9 @@ async def new_nonce() -> str:
         return reply.pop()  # minted when this request's nonce was used (consume_nonce)
     value = secrets.token_urlsafe(24)
     now = datetime.now(UTC)
-    connection = AcmeNonce._meta.db
-    await connection.execute_query(
-        _nonce_query("insert", connection.capabilities.dialect), [value, _expiry_value(now + NONCE_TTL)]
+    dialect = AcmeNonce._meta.db.capabilities.dialect
+    await acme_sql.run_steps(
+        [("count", _nonce_query("insert", dialect), [value, _expiry_value(now + NONCE_TTL)])]
     )
     await _minted_one(now)
     return value
@@ -332,16 +332,11 @@ async def consume_nonce(value: str) -> None:
         reply = _reply_nonce.get()
         replacement = secrets.token_urlsafe(24) if reply is not None and not reply else None
         if replacement is None:
-            changed, rows = await connection.execute_query(
-                _nonce_query("consume", dialect), [value, _expiry_value(now)]
-            )
+            step: acme_sql.Step = ("count", _nonce_query("consume", dialect), [value, _expiry_value(now)])
         else:
-            changed, rows = await connection.execute_query(
-                _nonce_query("replace", dialect),
-                [replacement, _expiry_value(now + NONCE_TTL), value, _expiry_value(now)],
-            )
-        # SQLite answers with the RETURNING row; asyncpg runs the statement for its status ("DELETE 1").
-        if rows if dialect == "sqlite" else changed:
+            values = [replacement, _expiry_value(now + NONCE_TTL), value, _expiry_value(now)]
+            step = ("count", _nonce_query("replace", dialect), values)
+        if (await acme_sql.run_steps([step]))[0]:
             if replacement is not None and reply is not None:
                 reply.append(replacement)
                 await _minted_one(now)

@@ -9,6 +9,7 @@ values are the ORM's. Anything rare (errors, revocation, the worker's sweeps) st
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -82,12 +83,23 @@ def _db(model: type[Model], attribute: str, value: Any) -> Any:
     return model._meta.fields_map[attribute].to_db_value(value, model)
 
 
+def _sqlite_alone(conn: BaseDBAsyncClient) -> bool:
+    """SQLite, outside any caller's transaction: statements go through _sqlite_steps."""
+    return _dialect(conn) == "sqlite" and not isinstance(conn, TransactionalDBClient)
+
+
 async def _changed(conn: BaseDBAsyncClient, text: str, values: list[Any]) -> int:
+    if _sqlite_alone(conn):
+        async with conn.acquire_connection() as raw:
+            return int((await _sqlite_steps(raw, [("count", text, values)], False))[0])
     changed, _ = await conn.execute_query(text, values)
     return int(changed)
 
 
 async def _rows(conn: BaseDBAsyncClient, text: str, values: list[Any]) -> list[dict[str, Any]]:
+    if _sqlite_alone(conn):
+        async with conn.acquire_connection() as raw:
+            return list((await _sqlite_steps(raw, [("rows", text, values)], False))[0])
     return await conn.execute_query_dict(text, values)
 
 
@@ -98,54 +110,54 @@ async def _rows(conn: BaseDBAsyncClient, text: str, values: list[Any]) -> list[d
 Step = tuple[Literal["rows", "count"], str, list[Any]]
 
 
-def _run_steps(db: sqlite3.Connection, steps: Sequence[Step], transaction: bool) -> list[Any]:
-    """In aiosqlite's thread, on its sqlite3 connection: the steps in order, in BEGIN..COMMIT if asked."""
+async def _sqlite_steps(raw: Any, steps: Sequence[Step], transaction: bool) -> list[Any]:
+    """On the SQLite connection (held under its lock): the steps in order, in BEGIN..COMMIT if asked.
+
+    ACME's protocol state, not flushed to disk on its own (core.sqlite_inline `relaxed`): a power loss
+    may roll back the last nonce or order step, and the client retries; certificates commit durably."""
+    relaxed = getattr(raw, "relaxed", None)
+    with relaxed() if relaxed is not None else contextlib.nullcontext():
+        return await _sqlite_steps_relaxed(raw, steps, transaction)
+
+
+async def _sqlite_steps_relaxed(raw: Any, steps: Sequence[Step], transaction: bool) -> list[Any]:
     results: list[Any] = []
-    if transaction:
-        db.execute("BEGIN")
     try:
-        for kind, text, values in steps:
-            before = db.total_changes
-            cursor = db.execute(text, values)
-            try:
-                fetched = cursor.fetchall()
-                names = [column[0] for column in cursor.description or ()]
-            finally:
-                cursor.close()
-            if kind == "rows":
-                results.append([dict(zip(names, row, strict=True)) for row in fetched])
-            else:
-                results.append((db.total_changes - before) or len(fetched))
         if transaction:
-            db.execute("COMMIT")
-    except BaseException:
-        if transaction and db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
+            await raw.execute("BEGIN")
+        try:
+            for kind, text, values in steps:
+                before = raw.total_changes
+                fetched = await raw.execute_fetchall(text, values)
+                if kind == "rows":
+                    results.append([dict(row) for row in fetched])
+                else:
+                    results.append((raw.total_changes - before) or len(fetched))
+            if transaction:
+                await raw.execute("COMMIT")
+        except BaseException:
+            if transaction and raw._conn.in_transaction:
+                await raw.execute("ROLLBACK")
+            raise
+    except sqlite3.IntegrityError as exc:
+        raise IntegrityError(exc) from exc
+    except sqlite3.OperationalError as exc:
+        raise OperationalError(exc) from exc
     return results
 
 
 async def run_steps(steps: Sequence[Step], *, transaction: bool = False) -> list[Any]:
     """Run statements one after the other, all or nothing with `transaction`; a result per step.
 
-    On SQLite, outside a transaction, they go to the database in one trip: Tortoise serializes every
-    statement through one connection (and one lock), and each trip to aiosqlite's thread and back held
-    that lock for as long as the event loop took to come back to it, so under load the number of trips,
-    not the SQL, bounded throughput. On PostgreSQL they share one pooled connection (the transaction's
+    On SQLite, outside a transaction, they run under one take of the connection's lock (core.sqlite_inline
+    runs each where it is awaited). On PostgreSQL they share one pooled connection (the transaction's
     with `transaction`); inside the caller's transaction they run on it.
     """
     conn = connection()
     dialect = _dialect(conn)
-    if dialect == "sqlite" and not isinstance(conn, TransactionalDBClient):
+    if _sqlite_alone(conn):
         async with conn.acquire_connection() as raw:
-            execute = getattr(raw, "_execute", None)  # aiosqlite runs a callable in its thread
-            if execute is not None:
-                try:
-                    return list(await execute(_run_steps, raw._conn, steps, transaction))
-                except sqlite3.IntegrityError as exc:
-                    raise IntegrityError(exc) from exc
-                except sqlite3.OperationalError as exc:
-                    raise OperationalError(exc) from exc
+            return await _sqlite_steps(raw, steps, transaction)
     if dialect == "postgres" and not transaction and len(steps) > 1:
         if not isinstance(conn, TransactionalDBClient):
             # One pooled connection for them all: each statement on its own would take one from the pool

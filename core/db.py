@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api import migrate
 
 MODEL_MODULES = ["models"]
@@ -19,9 +20,19 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def _connection_config(database_url: str) -> str | dict[str, Any]:
+    """PostgreSQL as Tortoise parses the URL; SQLite on core.sqlite_inline (statements on the loop)."""
+    url = normalize_url(database_url)
+    if not url.startswith("sqlite://"):
+        return url
+    config = expand_db_url(url)
+    config["engine"] = "core.sqlite_inline"
+    return config
+
+
 def tortoise_config(database_url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": normalize_url(database_url)},
+        "connections": {"default": _connection_config(database_url)},
         "apps": {
             "models": {
                 "models": MODEL_MODULES,

@@ -1,0 +1,228 @@
+"""Tortoise's SQLite backend, with statements run on the event loop's own thread.
+
+Tortoise's stock SQLite client sends every statement to aiosqlite's thread and holds the connection's one
+lock until the event loop gets back to the waiting coroutine. A statement costs tens of microseconds, the
+trip there and back (queue, GIL hand-over, the loop's queue of ready callbacks) milliseconds under load,
+and nothing else reaches the database meanwhile: requests queued on that lock, not on SQLite. Here the
+statement runs where it is awaited and the lock is free again as soon as SQLite answers.
+
+A statement that finds the database locked by another process (a CLI command, a second process on the
+same file) is not waited for on the loop's thread: it fails at once (busy timeout 0) and is run again in a
+thread with the usual busy timeout, so the loop keeps serving while it waits. Statements are serialized by
+Tortoise's connection lock, so the thread and the loop never use the connection at the same time.
+
+Disk flushes stay off the loop's thread too. Commits are durable (WAL, synchronous=FULL), but the WAL is
+copied back into the database by a checkpointer thread on its own connection rather than by whichever
+commit crosses SQLite's threshold (a checkpoint writes and flushes the database file: milliseconds). And
+callers may mark work as bookkeeping (`relaxed`, used for ACME nonces and order state): its commits are
+not flushed on their own; the next durable commit flushes them with it, so a power loss can roll back
+only the last bookkeeping, never a certificate.
+
+Selected by core.db.tortoise_config for every sqlite:// URL (engine "core.sqlite_inline").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from tortoise.backends.sqlite.client import SqliteClient
+
+T = TypeVar("T")
+
+# How long a statement waits for another process's write lock (sqlite3's own default, 5 s).
+BUSY_TIMEOUT_MS = 5000
+# The checkpointer looks this often, and copies the WAL back once it holds this much.
+CHECKPOINT_EVERY_SECONDS = 0.5
+CHECKPOINT_WAL_BYTES = 1 << 20
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY: another connection holds the lock; waiting may help (not so a stale snapshot)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "database is locked" in str(exc)
+    return bool(code == sqlite3.SQLITE_BUSY)
+
+
+class InlineCursor:
+    """The part of aiosqlite's cursor Tortoise and core.acme_sql use, over a sqlite3 cursor."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+
+class InlineConnection:
+    """The part of aiosqlite's connection Tortoise's SQLite client uses, run inline (see module doc)."""
+
+    def __init__(self, path: str) -> None:
+        # check_same_thread=False: the busy fallback runs a statement in a worker thread (never two at once).
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+        self._synchronous = "FULL"
+        self._checkpointer: Checkpointer | None = None
+
+    @property
+    def total_changes(self) -> int:
+        return self._conn.total_changes
+
+    def configured(self, path: str) -> None:
+        """Pragmas set: note the durable safety level; WAL databases get their checkpointer thread."""
+        level = self._conn.execute("PRAGMA synchronous").fetchone()[0]
+        self._synchronous = ("OFF", "NORMAL", "FULL", "EXTRA")[level]
+        if str(self._conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            return
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._checkpointer = Checkpointer(path)
+        self._checkpointer.start()
+
+    @contextlib.contextmanager
+    def relaxed(self) -> Iterator[None]:
+        """Commits in this block are not flushed to disk on their own (see the module doc).
+
+        Outside a transaction only: SQLite fixes a transaction's safety level when it begins."""
+        if self._synchronous == "OFF" or self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("PRAGMA synchronous = OFF")
+        try:
+            yield
+        finally:
+            self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+
+    def _waiting(self, call: Callable[[], T]) -> T:
+        """In a worker thread: `call` with the busy timeout on, then off again for the loop's thread."""
+        self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            return call()
+        finally:
+            self._conn.execute("PRAGMA busy_timeout = 0")
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+        return await asyncio.to_thread(self._waiting, call)
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
+        cursor = await self._run(lambda: self._conn.execute(sql, parameters or ()))
+        return InlineCursor(cursor)
+
+    async def execute_fetchall(self, sql: str, parameters: Sequence[Any] | None = None) -> list[Any]:
+        def run() -> list[Any]:
+            cursor = self._conn.execute(sql, parameters or ())
+            try:
+                return cursor.fetchall()
+            finally:
+                cursor.close()
+
+        return await self._run(run)
+
+    async def execute_insert(self, sql: str, parameters: Sequence[Any] | None = None) -> tuple[Any, ...]:
+        def run() -> tuple[Any, ...]:
+            cursor = self._conn.execute(sql, parameters or ())
+            try:
+                return (cursor.lastrowid,)
+            finally:
+                cursor.close()
+
+        return await self._run(run)
+
+    async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> InlineCursor:
+        rows = list(parameters)  # an iterator would be spent by a first attempt that found the lock taken
+        return InlineCursor(await self._run(lambda: self._conn.executemany(sql, rows)))
+
+    async def executescript(self, script: str) -> InlineCursor:
+        return InlineCursor(await self._run(lambda: self._conn.executescript(script)))
+
+    async def commit(self) -> None:
+        await self._run(self._conn.commit)
+
+    async def rollback(self) -> None:
+        await self._run(self._conn.rollback)
+
+    async def close(self) -> None:
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
+            self._checkpointer = None
+        self._conn.close()
+
+
+class Checkpointer(threading.Thread):
+    """Copies a WAL database's log back into its file, on a connection and thread of its own.
+
+    PASSIVE: it never waits for, nor blocks, the serving connection's readers and writers; whatever it
+    could not copy this time it copies next time. Closing the last connection checkpoints the rest."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(name="sqlite-checkpointer", daemon=True)
+        self._path = path
+        self._wal = f"{path}-wal"
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stopping.wait(CHECKPOINT_EVERY_SECONDS):
+                if self._wal_bytes() >= CHECKPOINT_WAL_BYTES:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            return  # the database went away (deleted, closed): nothing left to copy
+        finally:
+            connection.close()
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(self._wal)
+        except OSError:
+            return 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+
+
+class InlineSqliteClient(SqliteClient):
+    """SqliteClient on an InlineConnection; everything else (pragmas, lock, transactions) is Tortoise's."""
+
+    async def create_connection(self, with_db: bool) -> None:
+        if self._connection:
+            return
+        connection = InlineConnection(self.filename)
+        connection._conn.row_factory = sqlite3.Row
+        for pragma, value in {**self.pragmas, "synchronous": self.pragmas.get("synchronous", "FULL")}.items():
+            cursor = await connection.execute(f"PRAGMA {pragma}={value}")
+            await cursor.close()
+        connection.configured(self.filename)
+        self._connection = connection  # type: ignore[assignment]  # aiosqlite's interface, inline
+        await self._post_connect()
+
+
+client_class = InlineSqliteClient
