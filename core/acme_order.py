@@ -666,6 +666,7 @@ async def finalize_order(
             after_insert=mark_valid,
             attachment=attachment,
             approval_correlation=str(order.id),
+            parsed_csr=csr_info,
         )
     except ApprovalPending:
         # Held by an approval policy: the order stays processing until core.approval decides it.

@@ -235,13 +235,18 @@ def saved(instances: Iterable[Model]) -> None:
 
 
 def _order_sql(dialect: str) -> str:
+    # One row per authorization id, each found by primary key (a join condition holding a subquery of the
+    # ids made PostgreSQL scan every authorization).
     if dialect == "sqlite":
-        ids = 'SELECT "value" FROM json_each(o."authorization_ids")'
+        ids = 'LEFT JOIN json_each(o."authorization_ids") j ON 1 LEFT JOIN {a} a ON a."id" = j."value"'
     else:
-        ids = 'SELECT (jsonb_array_elements_text(o."authorization_ids"))::uuid'
+        ids = (
+            'LEFT JOIN LATERAL jsonb_array_elements_text(o."authorization_ids") j(v) ON true '
+            'LEFT JOIN {a} a ON a."id" = j.v::uuid'
+        )
     return (
         f"SELECT {_columns(AcmeOrder, 'o')}, {_columns(AcmeAuthorization, 'a')} "
-        f'FROM {_table(AcmeOrder)} o LEFT JOIN {_table(AcmeAuthorization)} a ON a."id" IN ({ids}) '
+        f"FROM {_table(AcmeOrder)} o {ids.format(a=_table(AcmeAuthorization))} "
         'WHERE o."id" = ?'
     )
 

@@ -31,7 +31,7 @@ import dns.resolver
 import httpx
 from tortoise.transactions import in_transaction
 
-from core import acme_fetch, acme_sql, runtime
+from core import acme_fetch, acme_sql, dns_stub, runtime
 from core.acme_order import VALID_AUTHORIZATION_LIFETIME, authorization_status
 from models import AcmeAccount, AcmeAuthorization, AcmeChallenge
 from models.application import ApplicationProfile
@@ -433,36 +433,32 @@ async def resolve_addresses(host: str) -> list[str]:
 
 
 async def _lookup(host: str) -> list[str]:
-    if runtime.settings().acme_dns_resolver is None:
+    configured = runtime.settings().acme_dns_resolver
+    if configured is None:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
             raise ValidationFailure("dns", f"no address found for {host}: {exc}") from None
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
-    resolver = _resolver()
-    found: list[str] = []
-    errors: list[str] = []
-    record_types = ("AAAA", "A")
-    # Both lookups at once: a validation waits for one round trip, not two.
-    answers = await asyncio.gather(
-        *(resolver.resolve(host, record_type) for record_type in record_types), return_exceptions=True
-    )
-    for record_type, answer in zip(record_types, answers, strict=True):
-        if isinstance(answer, dns.resolver.NXDOMAIN):
-            raise ValidationFailure("dns", f"{host} does not exist (NXDOMAIN)")
-        if isinstance(answer, dns.resolver.NoAnswer | dns.resolver.NoNameservers):
-            continue
-        if isinstance(answer, dns.exception.DNSException):
-            errors.append(f"{record_type}: {answer.__class__.__name__}")
-            continue
-        if isinstance(answer, BaseException):
-            raise answer
-        found += [rdata.to_text() for rdata in answer]
-    if not found:
-        detail = f" ({'; '.join(errors)})" if errors else ""
-        raise ValidationFailure("dns", f"no A or AAAA record found for {host}{detail}")
-    # IPv4 first: most validation targets that publish both still answer on IPv4.
-    return sorted(found, key=lambda address: ipaddress.ip_address(address).version)
+    # Both queries at once (core/dns_stub.py): a validation waits for one round trip, not two.
+    try:
+        answer = await dns_stub.lookup_addresses(host, configured, DNS_TIMEOUT)
+    except dns_stub.NxDomain:
+        raise ValidationFailure("dns", f"{host} does not exist (NXDOMAIN)") from None
+    except dns_stub.InvalidName as exc:
+        raise ValidationFailure("dns", f"no A or AAAA record found for {host} ({exc})") from None
+    if answer.addresses:
+        # IPv4 first: most validation targets that publish both still answer on IPv4.
+        return answer.addresses
+    # A failing or unreachable server adds no detail, as with dnspython (NoNameservers); a timeout does.
+    errors = [
+        f"{record_type}: {failure.__class__.__name__}"
+        for record_type in ("AAAA", "A")
+        if (failure := answer.failures.get(record_type)) is not None
+        and not isinstance(failure, dns_stub.ServerFailure)
+    ]
+    detail = f" ({'; '.join(errors)})" if errors else ""
+    raise ValidationFailure("dns", f"no A or AAAA record found for {host}{detail}")
 
 
 def _url_host(address: str) -> str:

@@ -28,7 +28,7 @@ from core import audit, authz, outbox
 from core.access import attached_profiles, load_application, load_application_row, organization_scope
 from core.authz import Actor, Permission, Scope
 from core.errors import Conflict, Forbidden, InvalidInput, InvalidState, KeywardError, NotFound
-from core.issuance import IssuanceContext, PreparedRequest, issue_certificate
+from core.issuance import APPROVAL_COVERED, IssuanceContext, PreparedRequest, issue_certificate
 from core.legacy import projects as legacy_projects
 from core.legacy import rules as legacy_rules
 from models import (
@@ -390,7 +390,11 @@ async def submit_or_none(
     A renewal (`renewal_of`) has at most one open (pending or approved) request: asking again with no
     protocol handle, or with the same one, answers with that request; another handle is a conflict.
     """
-    policy = await covering_policy(context.attachment.id)
+    # The attachment's join read (core.issuance) says whether any active policy covers it: most do not.
+    if getattr(context.attachment, APPROVAL_COVERED, True):
+        policy = await covering_policy(context.attachment.id)
+    else:
+        policy = None
     actor = context.actor
     if policy is None or (policy.bypass_machine_identities and actor.is_machine):
         return None

@@ -82,6 +82,22 @@ async def record(
     )
 
 
+def _head_sql(dialect: str) -> tuple[str, str]:
+    """Read and move the chain head, in plain SQL: every audited change runs these (the ORM built them
+    anew each time). The read locks the row for the rest of the transaction on PostgreSQL; SQLite
+    serializes writers anyway."""
+    table = AuditChainHead._meta.db_table
+    if dialect == "sqlite":
+        return (
+            f'SELECT "last_hash" FROM "{table}" WHERE "id" = 1',
+            f'UPDATE "{table}" SET "last_hash" = ? WHERE "id" = 1',
+        )
+    return (
+        f'SELECT "last_hash" FROM "{table}" WHERE "id" = 1 FOR UPDATE',
+        f'UPDATE "{table}" SET "last_hash" = $1 WHERE "id" = 1',
+    )
+
+
 async def _append(
     conn: BaseDBAsyncClient,
     actor: Actor,
@@ -93,11 +109,11 @@ async def _append(
     outcome: AuditOutcome,
     details: dict[str, Any] | None,
 ) -> AuditEvent:
-    # The head row is locked for the rest of the transaction (a no-op on SQLite, which serializes writers).
-    head = await AuditChainHead.select_for_update().using_db(conn).get_or_none(id=1)
-    if head is None:
+    read_head, write_head = _head_sql(str(conn.capabilities.dialect))
+    rows = await conn.execute_query_dict(read_head)
+    if not rows:
         await AuditChainHead.get_or_create(id=1, defaults={"last_hash": GENESIS_HASH}, using_db=conn)
-        head = await AuditChainHead.select_for_update().using_db(conn).get(id=1)
+        rows = await conn.execute_query_dict(read_head)
     event = AuditEvent(
         organization_id=organization_id or actor.organization_id,
         occurred_at=datetime.now(UTC),
@@ -111,12 +127,11 @@ async def _append(
         outcome=outcome,
         source_address=actor.source_address,
         details=details or {},
-        previous_hash=head.last_hash,
+        previous_hash=rows[0]["last_hash"],
     )
     event.entry_hash = compute_hash(event)
     await event.save(using_db=conn)
-    head.last_hash = event.entry_hash
-    await head.save(using_db=conn, update_fields=["last_hash"])
+    await conn.execute_query(write_head, [event.entry_hash])
     return event
 
 

@@ -31,6 +31,8 @@ from models import (
     AcmeAccount,
     Application,
     ApplicationProfile,
+    ApprovalPolicy,
+    ApprovalPolicyAttachment,
     Certificate,
     CertificateAuthority,
     CertificatePolicy,
@@ -131,10 +133,23 @@ _JOINED = (
     ("ca", CertificateAuthority),
 )
 _attachment_sql: dict[tuple[str, bool, bool, bool], str] = {}
+_COVERED_COLUMN = "cover__policy_id"
+# Set on attachments read by the join: whether an active approval policy covered it then (core.approval).
+APPROVAL_COVERED = "approval_covered"
+
+
+# Columns the join does not read: a CA's CRL grows with its revocations and is served from its own read
+# (core.revocation_status). Instances built from the join are marked partial, so none is ever saved whole.
+_UNREAD = {("ca", "crl_der")}
 
 
 def _columns(alias: str, model: type[Model]) -> str:
-    return ", ".join(f'{alias}."{column}" AS "{alias}__{column}"' for column in model._meta.db_fields)
+    return ", ".join(
+        f'NULL AS "{alias}__{column}"'
+        if (alias, column) in _UNREAD
+        else f'{alias}."{column}" AS "{alias}__{column}"'
+        for column in model._meta.db_fields
+    )
 
 
 def _attachment_query(
@@ -160,6 +175,12 @@ def _attachment_query(
                 f'ON acc."id" = {third} AND acc."attachment_id" = ap."id"'
             )
         columns = ", ".join(_columns(alias, model) for alias, model in joined)
+        # Whether an active approval policy covers the attachment: issuance asks again only when one does.
+        columns += (
+            f', (SELECT c."policy_id" FROM "{ApprovalPolicyAttachment._meta.db_table}" c '
+            f'JOIN "{ApprovalPolicy._meta.db_table}" cp ON cp."id" = c."policy_id" '
+            f'WHERE c."attachment_id" = ap."id" AND cp."is_active" LIMIT 1) AS "{_COVERED_COLUMN}"'
+        )
         first, second = ("?", "?") if dialect == "sqlite" else ("$1", "$2")
         # SQLite's ? are positional: the account's (in the LEFT JOIN) comes first in the text.
         where = f'WHERE ap."application_id" = {first} AND ap."profile_id" = {second}'
@@ -232,9 +253,11 @@ def attachment_from_row(
     """The attachment (profile, policy, CA, and the application when joined) and the account of a row."""
     # core.rows builds what _init_from_db would; these rows seldom change, so mostly it copies.
     attachment = from_row_cached(ApplicationProfile, row, "ap__")
+    setattr(attachment, APPROVAL_COVERED, row[_COVERED_COLUMN] is not None)
     profile = from_row_cached(CertificateProfile, row, "p__")
     profile.policy = from_row_cached(CertificatePolicy, row, "pol__")
     profile.ca = from_row_cached(CertificateAuthority, row, "ca__")
+    profile.ca._partial = True  # without its CRL (_UNREAD): saving it whole would erase that
     attachment.profile = profile
     if "app__id" in row:
         attachment.application = from_row_cached(Application, row, "app__")
@@ -707,12 +730,14 @@ async def issue_certificate(
     attachment: ApplicationProfile | None = None,
     approval_correlation: str | None = None,
     approved_request_id: uuid.UUID | None = None,
+    parsed_csr: pki_csr.CsrInfo | None = None,
 ) -> Certificate:
     """Issue from a CSR, or with a server-generated key from subject/SANs; policy checked on every path.
 
     Under an active approval policy it raises core.approval.ApprovalPending (a request now waits) instead,
     unless `approved_request_id` says this is that request, approved. `approval_correlation`: the
     protocol's handle (ACME order, EST retry key, SCEP transaction) stored with the request.
+    `parsed_csr`: the caller's own parse of `csr` (ACME checks the names first), not parsed again.
     """
     if source_address is not None:
         actor = dataclasses.replace(actor, source_address=source_address)
@@ -725,7 +750,7 @@ async def issue_certificate(
                 "sans and keyAlgorithm empty",
                 field="csr",
             )
-        csr_info = parse_request_csr(csr)
+        csr_info = parsed_csr if parsed_csr is not None else parse_request_csr(csr)
     requested_subject = _subject_pairs(subject)
     requested_sans = _sans(sans)
     requested_key_usages = _usages(key_usages, normalize_key_usage, "keyUsages")

@@ -11,7 +11,8 @@ same file) is not waited for on the loop's thread: it fails at once (busy timeou
 thread with the usual busy timeout, so the loop keeps serving while it waits. Statements are serialized by
 Tortoise's connection lock, so the thread and the loop never use the connection at the same time.
 
-Disk flushes stay off the loop's thread too. Commits are durable (WAL, synchronous=FULL), but the WAL is
+Disk flushes stay off the loop's thread too. Commits are durable (WAL, synchronous=FULL); a transaction's
+COMMIT, which waits for the disk, runs in a thread while the loop goes on with other requests. The WAL is
 copied back into the database by a checkpointer thread on its own connection rather than by whichever
 commit crosses SQLite's threshold (a checkpoint writes and flushes the database file: milliseconds). And
 callers may mark work as bookkeeping (`relaxed`, used for ACME nonces and order state): its commits are
@@ -163,7 +164,11 @@ class InlineConnection:
         return InlineCursor(await self._run(lambda: self._conn.executescript(script)))
 
     async def commit(self) -> None:
-        await self._run(self._conn.commit)
+        """A transaction's durable commit flushes the WAL to disk: that wait happens in a thread."""
+        if self._conn.in_transaction and self._synchronous != "OFF":
+            await asyncio.to_thread(self._waiting, self._conn.commit)
+        else:
+            await self._run(self._conn.commit)
 
     async def rollback(self) -> None:
         await self._run(self._conn.rollback)

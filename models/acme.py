@@ -58,7 +58,8 @@ class AcmeOrder(Model):
 
     class Meta:
         table = "acme_order"
-        indexes = (("account_id", "created_at"),)
+        # certificate_id: a certificate download finds the order that issued it.
+        indexes = (("account_id", "created_at"), ("certificate_id",))
 
 
 class AcmeAuthorization(Model):
@@ -101,7 +102,8 @@ class AcmeChallenge(Model):
 
     class Meta:
         table = "acme_challenge"
-        indexes = (("status", "next_attempt_at"),)
+        # authorization_id: every authorization is read with its challenges.
+        indexes = (("status", "next_attempt_at"), ("authorization_id",))
 
 
 class AcmeNonce(Model):

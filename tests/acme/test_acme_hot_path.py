@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,10 +23,13 @@ from acme_order_support import (
     settings_override,
 )
 from conftest import OrgAdmin
+from conftest import test_backend as backend_name
 from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
 
-from core import acme_fetch, acme_order, acme_sql, acme_validation
+from core import acme_account, acme_fetch, acme_order, acme_sql, acme_validation
 from core.acme_account import acme_url
+from core.issuance import attachment_statement
 from core.rows import from_row, from_row_cached
 from models import AcmeAuthorization, AcmeChallenge, AcmeOrder, CertificatePolicy
 from pki.acme import jws
@@ -345,3 +349,54 @@ async def test_a_poll_answers_with_the_outcome_of_a_validation_running_here(
     finally:
         await acme_validation.wait_for_validations()
         apply()
+
+
+# ---------------------------------------------------------------- indexes
+
+
+async def test_every_statement_of_an_order_uses_an_index(scene: Scene) -> None:
+    """The hot path's reads and writes find their rows through an index, never a scan of the table (which
+    grows with every order): PostgreSQL with sequential scans priced out, SQLite's plan without SCAN."""
+    some, other = uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    attachment_sql, attachment_values = attachment_statement(
+        acme_sql._dialect(acme_sql.connection()),
+        scene.application.id,
+        scene.attachment.profile_id,
+        with_application=True,
+        account_id=some,
+        with_account=True,
+    )
+    with acme_account.reply_nonce_scope():
+        nonce = acme_account._replace_nonce_step("n" * 32, acme_sql._dialect(acme_sql.connection()))
+    assert nonce is not None
+    steps: list[acme_sql.Step] = [
+        ("rows", attachment_sql, attachment_values),
+        nonce[0],
+        acme_sql.order_step(some),
+        acme_sql.order_ready_step(some, now),
+        acme_sql.update_order_step(some, expected_status="ready", status="processing", updated_at=now),
+        acme_sql.reusable_step(some, ["a.example.com"], now),
+        acme_sql.authorization_step(some),
+        acme_sql.update_authorization_step(some, expected_status="pending", status="valid", updated_at=now),
+        acme_sql.challenge_step(some),
+        acme_sql.update_challenge_step(
+            some, where={"status": "pending"}, status="processing", updated_at=now
+        ),
+        acme_sql.certificate_step(some, other),
+    ]
+    postgres = backend_name() == "postgres"
+    for _, sql, values in steps:
+        async with in_transaction() as conn:
+            if postgres:
+                await conn.execute_script("SET LOCAL enable_seqscan = off")
+                _, plan = await conn.execute_query(f"EXPLAIN {sql}", values)
+                details = " | ".join(str(row["QUERY PLAN"]) for row in plan)
+                assert "Seq Scan" not in details, (sql, details)
+            else:
+                _, plan = await conn.execute_query(f"EXPLAIN QUERY PLAN {sql}", values)
+                details = " | ".join(str(row["detail"]) for row in plan)
+                scans = [
+                    part for part in details.split(" | ") if part.startswith("SCAN") and "VIRTUAL" not in part
+                ]
+                assert not scans, (sql, details)

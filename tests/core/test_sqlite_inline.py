@@ -31,10 +31,6 @@ async def client(tmp_path: Path) -> AsyncIterator[InlineSqliteClient]:
         await db.close()
 
 
-def _checkpointers() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == "sqlite-checkpointer"]
-
-
 async def test_statements_run_and_errors_are_tortoises(client: InlineSqliteClient) -> None:
     await client.execute_insert("INSERT INTO item (body) VALUES (?)", [b"kept"])
     await client.execute_many("INSERT INTO item (body) VALUES (?)", [[b"two"], [b"three"]])
@@ -83,8 +79,9 @@ async def test_checkpoints_are_the_checkpointers_not_the_commits(
     path = tmp_path / "checkpointed.sqlite3"
     db = InlineSqliteClient(file_path=str(path), connection_name="inline-checkpoint")
     await db.create_connection(with_db=True)
+    checkpointer = db._connection._checkpointer  # type: ignore[union-attr]
     try:
-        assert len(_checkpointers()) == 1
+        assert isinstance(checkpointer, threading.Thread) and checkpointer.is_alive()
         async with db.acquire_connection() as raw:
             assert (await raw.execute_fetchall("PRAGMA wal_autocheckpoint"))[0][0] == 0
         await db.execute_script("CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)")
@@ -100,7 +97,7 @@ async def test_checkpoints_are_the_checkpointers_not_the_commits(
         assert path.stat().st_size > before + 1_000_000, "the checkpointer copied nothing back"
     finally:
         await db.close()
-    assert _checkpointers() == []
+    assert not checkpointer.is_alive(), "closing the connection stops its checkpointer"
 
 
 async def test_acme_bookkeeping_is_not_flushed_alone_and_durability_comes_back(
