@@ -126,7 +126,11 @@ async def _sqlite_steps_relaxed(raw: Any, steps: Sequence[Step], transaction: bo
         if transaction:
             await raw.execute("BEGIN")
         try:
+            dicts = getattr(raw, "execute_dicts", None)
             for kind, text, values in steps:
+                if kind == "rows" and dicts is not None:
+                    results.append(await dicts(text, values))
+                    continue
                 before = raw.total_changes
                 fetched = await raw.execute_fetchall(text, values)
                 if kind == "rows":

@@ -85,7 +85,9 @@ class InlineConnection:
     def __init__(self, path: str) -> None:
         # check_same_thread=False: the busy fallback runs a statement in a worker thread (never two at once).
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
-        self._synchronous = "FULL"
+        self._synchronous = "FULL"  # the durable level, from the pragmas
+        self._level = "FULL"  # the level the connection is at now
+        self._relaxing = False
         self._checkpointer: Checkpointer | None = None
 
     @property
@@ -95,7 +97,7 @@ class InlineConnection:
     def configured(self, path: str) -> None:
         """Pragmas set: note the durable safety level; WAL databases get their checkpointer thread."""
         level = self._conn.execute("PRAGMA synchronous").fetchone()[0]
-        self._synchronous = ("OFF", "NORMAL", "FULL", "EXTRA")[level]
+        self._synchronous = self._level = ("OFF", "NORMAL", "FULL", "EXTRA")[level]
         if str(self._conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
             return
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -104,17 +106,21 @@ class InlineConnection:
 
     @contextlib.contextmanager
     def relaxed(self) -> Iterator[None]:
-        """Commits in this block are not flushed to disk on their own (see the module doc).
+        """Commits of statements run in this block are not flushed to disk on their own (see the module doc).
 
-        Outside a transaction only: SQLite fixes a transaction's safety level when it begins."""
-        if self._synchronous == "OFF" or self._conn.in_transaction:
-            yield
-            return
-        self._conn.execute("PRAGMA synchronous = OFF")
+        SQLite fixes a transaction's safety level when it begins, so the level is set before each statement
+        that starts one, and only when it changes: back-to-back bookkeeping pays for no pragma."""
+        self._relaxing = True
         try:
             yield
         finally:
-            self._conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._relaxing = False
+
+    def _apply_level(self) -> None:
+        wanted = "OFF" if self._relaxing else self._synchronous
+        if wanted != self._level and not self._conn.in_transaction:
+            self._conn.execute(f"PRAGMA synchronous = {wanted}")
+            self._level = wanted
 
     def _waiting(self, call: Callable[[], T]) -> T:
         """In a worker thread: `call` with the busy timeout on, then off again for the loop's thread."""
@@ -125,6 +131,7 @@ class InlineConnection:
             self._conn.execute("PRAGMA busy_timeout = 0")
 
     async def _run(self, call: Callable[[], T]) -> T:
+        self._apply_level()
         try:
             return call()
         except sqlite3.OperationalError as exc:
@@ -143,6 +150,21 @@ class InlineConnection:
                 return cursor.fetchall()
             finally:
                 cursor.close()
+
+        return await self._run(run)
+
+    async def execute_dicts(self, sql: str, parameters: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts by column name, made from plain tuples (cheaper than sqlite3.Row, then dict)."""
+
+        def run() -> list[dict[str, Any]]:
+            cursor = self._conn.cursor()
+            cursor.row_factory = None
+            try:
+                rows = cursor.execute(sql, parameters or ()).fetchall()
+                names = [column[0] for column in cursor.description or ()]
+            finally:
+                cursor.close()
+            return [dict(zip(names, row, strict=True)) for row in rows]
 
         return await self._run(run)
 
