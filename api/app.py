@@ -52,13 +52,14 @@ def create_app(*, manage_db: bool = True) -> Starlette:
     # 2 MiB is ample for any mutation, a PKCS#12 import included, and keeps a flood of bytes out of memory.
     graphql_app = BodyLimit(KeywardGraphQLWithIDE(schema, graphql_ide="graphiql"), max_bytes=2 * 1024 * 1024)
     routes: list[BaseRoute] = [
+        # First: Starlette tries routes in order, and ACME clients send the most requests by far.
+        *acme_routes.routes,
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         static_mount(),  # GraphiQL's vendored assets (api/graphiql.py): nothing loads from another origin
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
         *pki_routes.routes,
-        *acme_routes.routes,
         *scep_routes.routes,
         *est_routes.routes,
     ]

@@ -250,26 +250,27 @@ _PREFETCH: dict[str, Prefetcher] = {
     "cert/{id}": lambda params, account_id, body: acme_order.prefetch_certificate(account_id, params["id"]),
 }
 
-# Every resource of a directory, relative to it, served under both URL forms.
+# Every resource of a directory, relative to it, served under both URL forms; those every order uses first
+# (Starlette tries routes in order).
 _DIRECTORY: list[tuple[str, Endpoint, list[str]]] = [
-    ("directory", directory, ["GET"]),
-    ("new-nonce", new_nonce, ["GET", "HEAD"]),
     *(
         (path, _post(path, handler, require_account=require_account, prefetch=_PREFETCH.get(path)), ["POST"])
         for path, handler, require_account in [
+            ("order/{id}", _orders_handler("get_order", "id"), True),
+            ("new-order", _orders_handler("new_order"), True),
+            ("authz/{id}", _orders_handler("get_authorization", "id"), True),
+            ("chall/{id}", _orders_handler("respond_challenge", "id"), True),
+            ("order/{id}/finalize", _orders_handler("finalize_order", "id"), True),
+            ("cert/{id}", _orders_handler("download_certificate", "id"), True),
             ("new-account", _new_account, False),
             ("account/{id}", _account, True),
             ("account/{id}/orders", _account_orders, True),
             ("key-change", _key_change, True),
-            ("new-order", _orders_handler("new_order"), True),
-            ("order/{id}", _orders_handler("get_order", "id"), True),
-            ("order/{id}/finalize", _orders_handler("finalize_order", "id"), True),
-            ("authz/{id}", _orders_handler("get_authorization", "id"), True),
-            ("chall/{id}", _orders_handler("respond_challenge", "id"), True),
-            ("cert/{id}", _orders_handler("download_certificate", "id"), True),
             ("revoke-cert", _orders_handler("revoke_certificate"), False),
         ]
     ),
+    ("directory", directory, ["GET"]),
+    ("new-nonce", new_nonce, ["GET", "HEAD"]),
 ]
 
 routes: list[BaseRoute] = [
