@@ -304,21 +304,29 @@ def order_ready_step(order_id: uuid.UUID, now: datetime) -> Step:
     return "count", _sql(conn, "order-ready", _ready_sql), _args(conn, values)
 
 
-def _order_update_sql(fields: tuple[str, ...]) -> Any:
+def _status_update_sql(model: type[Model], fields: tuple[str, ...]) -> Any:
     def build(dialect: str) -> str:
         assignments = ", ".join(f'"{field}" = ?' for field in fields)
-        return f'UPDATE {_table(AcmeOrder)} SET {assignments} WHERE "id" = ? AND "status" = ?'
+        return f'UPDATE {_table(model)} SET {assignments} WHERE "id" = ? AND "status" = ?'
 
     return build
 
 
-def update_order_step(order_id: uuid.UUID, *, expected_status: str, **changes: Any) -> Step:
-    """`AcmeOrder.filter(id=..., status=expected).update(**changes)` as a step (it counts 0 or 1)."""
+def _status_update_step(
+    model: type[Model], row_id: uuid.UUID, expected_status: str, changes: dict[str, Any]
+) -> Step:
+    """`model.filter(id=..., status=expected).update(**changes)` as a step (it counts 0 or 1)."""
     conn = connection()
     fields = tuple(changes)
-    text = _sql(conn, "order-update:" + ",".join(fields), _order_update_sql(fields))
-    values = [_db(AcmeOrder, field, value) for field, value in changes.items()]
-    return "count", text, _args(conn, [*values, order_id, expected_status])
+    name = f"{model._meta.db_table}-update:" + ",".join(fields)
+    text = _sql(conn, name, _status_update_sql(model, fields))
+    values = [_db(model, field, value) for field, value in changes.items()]
+    return "count", text, _args(conn, [*values, row_id, expected_status])
+
+
+def update_order_step(order_id: uuid.UUID, *, expected_status: str, **changes: Any) -> Step:
+    """`AcmeOrder.filter(id=..., status=expected).update(**changes)` as a step (it counts 0 or 1)."""
+    return _status_update_step(AcmeOrder, order_id, expected_status, changes)
 
 
 async def update_order(
@@ -398,21 +406,9 @@ async def authorization_with_challenges(
     return authorization_from_rows(await _rows(connection(), text, values))
 
 
-def _authorization_update_sql(fields: tuple[str, ...]) -> Any:
-    def build(dialect: str) -> str:
-        assignments = ", ".join(f'"{field}" = ?' for field in fields)
-        return f'UPDATE {_table(AcmeAuthorization)} SET {assignments} WHERE "id" = ? AND "status" = ?'
-
-    return build
-
-
 def update_authorization_step(authorization_id: uuid.UUID, *, expected_status: str, **changes: Any) -> Step:
     """`AcmeAuthorization.filter(id=..., status=expected).update(**changes)` as a step."""
-    conn = connection()
-    fields = tuple(changes)
-    text = _sql(conn, "authorization-update:" + ",".join(fields), _authorization_update_sql(fields))
-    values = [_db(AcmeAuthorization, field, value) for field, value in changes.items()]
-    return "count", text, _args(conn, [*values, authorization_id, expected_status])
+    return _status_update_step(AcmeAuthorization, authorization_id, expected_status, changes)
 
 
 # ---------------------------------------------------------------- challenges
