@@ -343,9 +343,12 @@ async def covered_profile_ids(policy: ApprovalPolicy) -> list[uuid.UUID]:
 # ---------------------------------------------------------------- submission (called by issuance)
 
 
-async def covering_policy(attachment_id: uuid.UUID) -> ApprovalPolicy | None:
-    """The active policy covering this attached profile, in one indexed query."""
-    return await ApprovalPolicy.filter(is_active=True, coverage__attachment_id=attachment_id).first()
+async def covering_policy(attachment: ApplicationProfile) -> ApprovalPolicy | None:
+    """The active policy covering this attached profile, in one indexed query; none asked for when the
+    attachment's join read (core.issuance) already said no policy covers it, as for most."""
+    if not getattr(attachment, APPROVAL_COVERED, True):
+        return None
+    return await ApprovalPolicy.filter(is_active=True, coverage__attachment_id=attachment.id).first()
 
 
 def _csr_pem(csr: str | bytes | None) -> str | None:
@@ -390,11 +393,7 @@ async def submit_or_none(
     A renewal (`renewal_of`) has at most one open (pending or approved) request: asking again with no
     protocol handle, or with the same one, answers with that request; another handle is a conflict.
     """
-    # The attachment's join read (core.issuance) says whether any active policy covers it: most do not.
-    if getattr(context.attachment, APPROVAL_COVERED, True):
-        policy = await covering_policy(context.attachment.id)
-    else:
-        policy = None
+    policy = await covering_policy(context.attachment)
     actor = context.actor
     if policy is None or (policy.bypass_machine_identities and actor.is_machine):
         return None

@@ -532,7 +532,7 @@ async def _approval_state(
     Matched on the authenticated identity and the CSR's public key and subject. Returns the correlation key
     for a new request (None when no policy covers the pair), or the issued certificate.
     """
-    if await approval.covering_policy(attachment.id) is None:
+    if await approval.covering_policy(attachment) is None:
         return None
     try:
         key = approval.est_correlation(actor, der, kind)
