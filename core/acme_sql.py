@@ -9,7 +9,6 @@ values are the ORM's. Anything rare (errors, revocation, the worker's sweeps) st
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +22,7 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from core.rows import from_row
+from core.sqlite_inline import InlineConnection
 from models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder, Certificate
 
 _statements: dict[tuple[str, str], str] = {}
@@ -110,33 +110,28 @@ async def _rows(conn: BaseDBAsyncClient, text: str, values: list[Any]) -> list[d
 Step = tuple[Literal["rows", "count"], str, list[Any]]
 
 
-async def _sqlite_steps(raw: Any, steps: Sequence[Step], transaction: bool) -> list[Any]:
+async def _sqlite_steps(raw: InlineConnection, steps: Sequence[Step], transaction: bool) -> list[Any]:
     """On the SQLite connection (held under its lock): the steps in order, in BEGIN..COMMIT if asked.
 
     ACME's protocol state, not flushed to disk on its own (core.sqlite_inline `relaxed`): a power loss
     may roll back the last nonce or order step, and the client retries; certificates commit durably."""
-    relaxed = getattr(raw, "relaxed", None)
-    with relaxed() if relaxed is not None else contextlib.nullcontext():
+    with raw.relaxed():
         return await _sqlite_steps_relaxed(raw, steps, transaction)
 
 
-async def _sqlite_steps_relaxed(raw: Any, steps: Sequence[Step], transaction: bool) -> list[Any]:
+async def _sqlite_steps_relaxed(raw: InlineConnection, steps: Sequence[Step], transaction: bool) -> list[Any]:
     results: list[Any] = []
     try:
         if transaction:
             await raw.execute("BEGIN")
         try:
-            dicts = getattr(raw, "execute_dicts", None)
             for kind, text, values in steps:
-                if kind == "rows" and dicts is not None:
-                    results.append(await dicts(text, values))
+                if kind == "rows":
+                    results.append(await raw.execute_dicts(text, values))
                     continue
                 before = raw.total_changes
                 fetched = await raw.execute_fetchall(text, values)
-                if kind == "rows":
-                    results.append([dict(row) for row in fetched])
-                else:
-                    results.append((raw.total_changes - before) or len(fetched))
+                results.append((raw.total_changes - before) or len(fetched))
             if transaction:
                 await raw.execute("COMMIT")
         except BaseException:
