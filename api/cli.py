@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--with-worker", action="store_true", help="also run the worker's scheduled jobs in this process"
     )
     serve.add_argument(
-        "--workers", type=int, default=1, help="API processes (above 1 needs PostgreSQL: api/serve_multi.py)"
+        "--workers", type=int, default=1, help="API processes, one per core (api/serve_multi.py)"
     )
     serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
     serve.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")

@@ -1,7 +1,7 @@
 """ACME throughput: Keyward against Debian's Pebble, in the same run, with the same client.
 
     .venv/bin/python -m bench.acme_load [--clients 16,64] [--seconds 10] [--no-pebble] [--profile]
-        [--keyward-db sqlite|postgres] [--keyward-workers N]
+        [--keyward-db sqlite|postgres] [--keyward-workers N (default: one per core)]
 
 For each server and each concurrency N, N clients run at once; each registers an account (with EAB on
 Keyward), then loops: new order for a fresh name -> http-01 answered by a responder in this process ->
@@ -11,13 +11,15 @@ each server's CPU time per order (its process tree, from /proc): on a shared mac
 the other load, the CPU per order much less.
 
 Both servers resolve names through one pebble-challtestsrv on loopback (every name -> 127.0.0.1) and
-validate against the same responder. Keyward, by default: one uvicorn process (`keyward serve
---with-worker`) on a temporary SQLite database; `--keyward-db postgres --keyward-workers N` runs it in the
-deployment shape instead: N API processes (`keyward serve --workers N --with-worker`) on a scratch
-PostgreSQL database (KEYWARD_BENCH_PG_ADMIN_URL, default the local server), dropped afterwards. The shape
-is printed with every Keyward figure. Pebble: `PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0`, TLS with a
-throwaway certificate made here. Clients poll every POLL_SECONDS on both, whatever Retry-After says, so
-neither server's hint decides the figure. Needs Debian's pebble (scripts/ensure-test-tools installs it).
+validate against the same responder. Keyward, by default: one API process per core, as Pebble (Go) uses
+every core, beside one worker process (`keyward serve --workers N --with-worker`), on a temporary SQLite
+database; `--keyward-workers 1` measures the embedded default (`make run`: API and worker in one process),
+`--keyward-db postgres` a scratch PostgreSQL database (KEYWARD_BENCH_PG_ADMIN_URL, default the local
+server), dropped afterwards. The shape is printed with every Keyward figure.
+
+Pebble: `PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0`, TLS with a throwaway certificate made here. Clients
+poll every POLL_SECONDS on both, whatever Retry-After says, so neither server's hint decides the figure.
+Needs Debian's pebble (scripts/ensure-test-tools installs it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import multiprocessing
 import os
 import shutil
 import ssl
@@ -38,6 +41,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -435,6 +439,12 @@ async def _prepare_keyward(database_url: str, kek: bytes, public_url: str) -> tu
         await Tortoise.close_connections()
 
 
+def _prepare_keyward_apart(database_url: str, kek: bytes, public_url: str) -> tuple[str, str, bytes]:
+    """_prepare_keyward, run in a process of its own: it sets Keyward's settings and Tortoise's connections,
+    which belong to whoever runs this bench (a test drives it too), not to the bench."""
+    return asyncio.run(_prepare_keyward(database_url, kek, public_url))
+
+
 PG_ADMIN_URL = os.environ.get("KEYWARD_BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
 
@@ -485,7 +495,11 @@ async def _keyward_process(
     kek_file = workdir / "kek"
     kek_file.write_text(base64.b64encode(kek).decode() + "\n")
     kek_file.chmod(0o600)
-    directory, kid, hmac_key = await _prepare_keyward(database_url, kek, public_url)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        prepared = asyncio.get_running_loop().run_in_executor(
+            child, _prepare_keyward_apart, database_url, kek, public_url
+        )
+        directory, kid, hmac_key = await prepared
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")},
         "KEYWARD_DATABASE_URL": database_url,
@@ -505,7 +519,7 @@ async def _keyward_process(
     log = (workdir / "keyward.log").open("wb")
     process = spawn(argv, env=env, log=log)
     try:
-        await asyncio.to_thread(wait_port, port, process, "keyward serve")
+        await asyncio.to_thread(wait_port, port, process, "keyward serve", sockets=shape.workers)
         yield Target("keyward", directory, False, (kid, hmac_key), pid=process.pid)
     finally:
         await asyncio.to_thread(stop, process)
@@ -663,11 +677,12 @@ def main(argv: list[str] | None = None) -> int:
         "--keyward-db", choices=("sqlite", "postgres"), default="sqlite", help="Keyward's database"
     )
     parser.add_argument(
-        "--keyward-workers", type=int, default=1, help="Keyward API processes (above 1 needs postgres)"
+        "--keyward-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="Keyward API processes (default: one per core; 1: API and worker in one process)",
     )
     args = parser.parse_args(argv)
-    if args.keyward_workers > 1 and args.keyward_db != "postgres":
-        parser.error("--keyward-workers above 1 needs --keyward-db postgres")
     if args.profile and args.keyward_workers > 1:
         parser.error("--profile profiles one process: use it with --keyward-workers 1")
     clients = [int(part) for part in args.clients.split(",") if part.strip()]

@@ -22,7 +22,7 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from core.rows import from_row
-from core.sqlite_inline import InlineConnection
+from core.sqlite_inline import BEGIN, InlineConnection
 from models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder, Certificate
 
 _statements: dict[tuple[str, str], str] = {}
@@ -123,7 +123,7 @@ async def _sqlite_steps_relaxed(raw: InlineConnection, steps: Sequence[Step], tr
     results: list[Any] = []
     try:
         if transaction:
-            await raw.execute("BEGIN")
+            await raw.execute(BEGIN)
         try:
             for kind, text, values in steps:
                 if kind == "rows":

@@ -19,6 +19,11 @@ callers may mark work as bookkeeping (`relaxed`, used for ACME nonces and order 
 not flushed on their own; the next durable commit flushes them with it, so a power loss can roll back
 only the last bookkeeping, never a certificate.
 
+Several processes may share the file (`keyward serve --workers N`, a CLI command beside the server), so
+every transaction begins IMMEDIATE: it takes the write lock first, waiting for it as above. A deferred one
+that read before writing would fail outright (SQLITE_BUSY_SNAPSHOT, no waiting helps) whenever another
+process had written in between.
+
 Selected by core.db.tortoise_config for every sqlite:// URL (engine "core.sqlite_inline").
 """
 
@@ -32,7 +37,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from tortoise.backends.sqlite.client import SqliteClient
+from tortoise.backends.base.client import TransactionContext
+from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionContext, SqliteTransactionWrapper
+from tortoise.exceptions import TransactionManagementError
 
 T = TypeVar("T")
 
@@ -43,12 +50,17 @@ CHECKPOINT_EVERY_SECONDS = 0.5
 CHECKPOINT_WAL_BYTES = 1 << 20
 
 
+# What starts every transaction here (see the module doc).
+BEGIN = "BEGIN IMMEDIATE"
+_BUSY_SNAPSHOT = 517  # SQLITE_BUSY_SNAPSHOT: this transaction's snapshot is stale; waiting cannot help
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLITE_BUSY: another connection holds the lock; waiting may help (not so a stale snapshot)."""
+    """SQLITE_BUSY (any variant but a stale snapshot): another connection holds the lock; waiting helps."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is None:
         return "database is locked" in str(exc)
-    return bool(code == sqlite3.SQLITE_BUSY)
+    return bool(code & 0xFF == sqlite3.SQLITE_BUSY and code != _BUSY_SNAPSHOT)
 
 
 class InlineCursor:
@@ -236,8 +248,22 @@ class Checkpointer(threading.Thread):
         self.join()
 
 
+class InlineTransactionWrapper(SqliteTransactionWrapper):
+    """Tortoise's SQLite transaction, begun IMMEDIATE (see the module doc)."""
+
+    async def begin(self) -> None:
+        try:
+            await self._connection.commit()
+            await self._connection.execute(BEGIN)
+        except sqlite3.OperationalError as exc:
+            raise TransactionManagementError(exc) from exc
+
+
 class InlineSqliteClient(SqliteClient):
-    """SqliteClient on an InlineConnection; everything else (pragmas, lock, transactions) is Tortoise's."""
+    """SqliteClient on an InlineConnection, its transactions begun IMMEDIATE; the rest is Tortoise's."""
+
+    def _in_transaction(self) -> TransactionContext:
+        return SqliteTransactionContext(InlineTransactionWrapper(self), self._lock)
 
     async def create_connection(self, with_db: bool) -> None:
         if self._connection:

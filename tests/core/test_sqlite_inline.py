@@ -117,3 +117,66 @@ async def test_acme_bookkeeping_is_not_flushed_alone_and_durability_comes_back(
             await acme_sql._sqlite_steps(raw, steps, True)
         assert (await raw.execute_fetchall("PRAGMA synchronous"))[0][0] == 2
         assert (await raw.execute_fetchall("SELECT count(*) FROM item"))[0][0] == 0
+
+
+async def _second_connection(client: InlineSqliteClient, name: str) -> InlineSqliteClient:
+    """Another client on the same file, as another process (`serve --workers N`, a CLI command) has."""
+    other = InlineSqliteClient(file_path=client.filename, connection_name=name)
+    await other.create_connection(with_db=True)
+    return other
+
+
+async def test_a_transaction_that_reads_then_writes_survives_another_processs_write(
+    client: InlineSqliteClient,
+) -> None:
+    """Transactions begin IMMEDIATE: the other writer waits for ours, instead of ours failing on a snapshot
+    it can no longer write from (a deferred BEGIN fails here with SQLITE_BUSY_SNAPSHOT)."""
+    await client.execute_insert("INSERT INTO item (id, body) VALUES (1, ?)", [b"0"])
+    other = await _second_connection(client, "inline-other")
+    read = asyncio.Event()
+
+    async def read_then_write() -> None:
+        # What Tortoise's in_transaction() does with the client's transaction context.
+        transaction = client._in_transaction().connection
+        assert isinstance(transaction, sqlite_inline.InlineTransactionWrapper)
+        async with client._lock:
+            await transaction.begin()
+            rows = await transaction.execute_query_dict("SELECT body FROM item WHERE id = 1")
+            read.set()
+            await asyncio.sleep(0.3)  # the other process writes meanwhile
+            following = str(int(rows[0]["body"]) + 1).encode()
+            await transaction.execute_query("UPDATE item SET body = ? WHERE id = 1", [following])
+            await transaction.commit()
+
+    async def write_meanwhile() -> None:
+        await read.wait()
+        await other.execute_query("UPDATE item SET body = CAST(body AS INTEGER) + 1 WHERE id = 1")
+
+    try:
+        await asyncio.wait_for(asyncio.gather(read_then_write(), write_meanwhile()), 10)
+        rows = await other.execute_query_dict("SELECT CAST(body AS INTEGER) AS n FROM item WHERE id = 1")
+        assert rows == [{"n": 2}], "both increments landed, one after the other"
+    finally:
+        await other.close()
+
+
+async def test_acme_steps_in_a_transaction_take_the_write_lock_first(client: InlineSqliteClient) -> None:
+    other = await _second_connection(client, "inline-acme-other")
+    try:
+        async with client.acquire_connection() as raw:
+            steps: list[acme_sql.Step] = [
+                ("rows", "SELECT count(*) AS n FROM item", []),
+                ("count", "INSERT INTO item (body) VALUES (?)", [b"ours"]),
+            ]
+            other_raw = other._connection
+            assert isinstance(other_raw, sqlite_inline.InlineConnection)
+            other_raw._conn.execute("BEGIN IMMEDIATE")
+            other_raw._conn.execute("INSERT INTO item (body) VALUES (?)", [b"theirs"])
+            running = asyncio.create_task(acme_sql._sqlite_steps(raw, steps, True))
+            await asyncio.sleep(0.3)
+            assert not running.done(), "the transaction waits for the other writer at BEGIN"
+            other_raw._conn.execute("COMMIT")
+            results = await asyncio.wait_for(running, 5)
+        assert results == [[{"n": 1}], 1], "it began after the other's commit, so its read saw that row"
+    finally:
+        await other.close()
