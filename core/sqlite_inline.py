@@ -60,7 +60,7 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is None:
         return "database is locked" in str(exc)
-    return bool(code & 0xFF == sqlite3.SQLITE_BUSY and code != _BUSY_SNAPSHOT)
+    return bool((code & 0xFF) == sqlite3.SQLITE_BUSY and code != _BUSY_SNAPSHOT)
 
 
 class InlineCursor:
