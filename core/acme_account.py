@@ -230,6 +230,7 @@ def directory(attachment: ApplicationProfile) -> dict[str, Any]:
         "newOrder": acme_url(attachment, "new-order"),
         "revokeCert": acme_url(attachment, "revoke-cert"),
         "keyChange": acme_url(attachment, "key-change"),
+        "renewalInfo": acme_url(attachment, "renewal-info"),  # RFC 9773
         "meta": meta,
     }
 

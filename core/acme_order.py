@@ -15,7 +15,7 @@ from typing import Any
 from cryptography import x509
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from core import acme_sql, runtime
+from core import acme_renewal, acme_sql, runtime
 from core import certificate as certificate_service
 from core.acme_account import acme_actor
 from core.approval import ApprovalPending
@@ -334,6 +334,15 @@ async def new_order(
     now = _now()
     not_before, not_after = _parse_time(payload, "notBefore"), _parse_time(payload, "notAfter")
     _check_validity_window(attachment, not_before, not_after, now)
+    replaced = None
+    if payload.get("replaces") is not None:
+        replaced = await acme_renewal.replaced_certificate(
+            attachment=attachment,
+            account=account,
+            replaces=payload["replaces"],
+            sans=[identifier.san() for identifier in identifiers],
+            now=now,
+        )
 
     reusable: dict[tuple[str, str, bool], AcmeAuthorization] = {}
     values = _reuse_values(identifiers)
@@ -384,6 +393,8 @@ async def new_order(
         not_before=not_before,
         not_after=not_after,
         expires_at=now + ORDER_LIFETIME,
+        replaces=payload["replaces"] if replaced is not None else None,
+        replaces_certificate_id=replaced.id if replaced is not None else None,
     )
     # One statement per table (authorizations, challenges, the order), all or nothing, in one trip.
     rows: list[list[Any]] = [fresh, challenges, [order]]

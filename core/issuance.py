@@ -591,13 +591,18 @@ def fact_columns(facts: CertificateFacts) -> dict[str, Any]:
 def renewal_due_at(
     *, not_before: datetime, not_after: datetime, renew_before_days: int, auto_renew: bool, server_key: bool
 ) -> datetime | None:
-    """When the worker renews it: notAfter minus renew-before days, only for auto-renewed server-held keys.
-
-    A renew-before window as long as the lifetime would make every successor due at once (a tight loop of
-    renewals); such certificates are renewed at two thirds of their lifetime instead.
-    """
+    """When the worker renews it (renewal_point), only for auto-renewed server-held keys."""
     if not (auto_renew and server_key):
         return None
+    return renewal_point(not_before=not_before, not_after=not_after, renew_before_days=renew_before_days)
+
+
+def renewal_point(*, not_before: datetime, not_after: datetime, renew_before_days: int) -> datetime:
+    """When a certificate is due for renewal: notAfter minus its renew-before days.
+
+    A renew-before window as long as the lifetime would make every successor due at once (a tight loop of
+    renewals); such certificates are due at two thirds of their lifetime instead.
+    """
     due = not_after - timedelta(days=renew_before_days)
     if due <= not_before:
         due = not_before + (not_after - not_before) * 2 / 3

@@ -53,13 +53,20 @@ class AcmeOrder(Model):
         "models.Certificate", related_name="acme_orders", null=True
     )
     certificate_id: uuid.UUID | None
+    # RFC 9773 §5: the certificate this order replaces, as the client named it and as it was found.
+    replaces = fields.CharField(max_length=512, null=True)
+    replaces_certificate: fields.ForeignKeyNullableRelation[Certificate] = fields.ForeignKeyField(
+        "models.Certificate", related_name="replacing_orders", null=True, on_delete=fields.SET_NULL
+    )
+    replaces_certificate_id: uuid.UUID | None
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
         table = "acme_order"
-        # certificate_id: a certificate download finds the order that issued it.
-        indexes = (("account_id", "created_at"), ("certificate_id",))
+        # certificate_id: a certificate download finds the order that issued it; replaces_certificate_id: a
+        # new order finds another one replacing the same certificate.
+        indexes = (("account_id", "created_at"), ("certificate_id",), ("replaces_certificate_id",))
 
 
 class AcmeAuthorization(Model):

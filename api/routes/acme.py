@@ -20,10 +20,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from api.routes.acme_http import acme_response, problem_response
-from core import acme_account, acme_order, acme_sql, acme_validation
+from core import acme_account, acme_order, acme_renewal, acme_sql, acme_validation
 from core.acme_account import MAX_BODY, VerifiedRequest, acme_url, load_acme_attachment, verify_request
 from models.application import ApplicationProfile
-from pki.acme import jws
+from pki.acme import ari, jws
 from pki.acme.problem import AcmeProblem
 
 logger = logging.getLogger(__name__)
@@ -174,6 +174,18 @@ async def new_nonce(request: Request) -> Response:
     return await _answer(request, holder, work)
 
 
+async def renewal_info(request: Request) -> Response:
+    """RFC 9773 §4.1: when to renew a certificate of this directory (a GET: no account, no JWS)."""
+    holder: list[ApplicationProfile] = []
+
+    async def work() -> Response:
+        attachment = await _attachment(request, holder)
+        body = await acme_renewal.renewal_info(attachment, request.path_params["cert_id"])
+        return await acme_response(attachment, body, headers={"Retry-After": str(ari.RETRY_AFTER_SECONDS)})
+
+    return await _answer(request, holder, work)
+
+
 # Accounts ----------------------------------------------------------------------------------------------
 
 
@@ -271,6 +283,7 @@ _DIRECTORY: list[tuple[str, Endpoint, list[str]]] = [
     ),
     ("directory", directory, ["GET"]),
     ("new-nonce", new_nonce, ["GET", "HEAD"]),
+    ("renewal-info/{cert_id}", renewal_info, ["GET"]),
 ]
 
 routes: list[BaseRoute] = [

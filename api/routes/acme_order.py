@@ -50,6 +50,8 @@ def order_object(attachment: ApplicationProfile, view: acme_order.OrderView) -> 
         body["notAfter"] = _time(order.not_after)
     if order.error:
         body["error"] = order.error
+    if order.replaces is not None:
+        body["replaces"] = order.replaces
     if order.status == "valid" and order.certificate_id is not None:
         body["certificate"] = acme_url(attachment, f"cert/{order.certificate_id}")
     return body

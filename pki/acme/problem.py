@@ -9,6 +9,7 @@ ERROR_NAMESPACE = "urn:ietf:params:acme:error:"
 KINDS = frozenset(
     {
         "accountDoesNotExist",
+        "alreadyReplaced",  # RFC 9773 §7.4
         "alreadyRevoked",
         "badCSR",
         "badNonce",

@@ -21,10 +21,14 @@ from acme_clients_support import (
     serial_of_file,
 )
 from conftest import GraphQL, OrgAdmin, tool_or_skip
+from cryptography import x509
 
+from core.authz import Actor
+from core.certificate import revoke_certificate
 from core.demo import setup_demo
 from models import Certificate
 from models.enums import CertificateStatus, EnrollmentMethod
+from pki.acme.ari import cert_id_of
 from pki.certificate import serial_hex
 
 pytestmark = pytest.mark.live
@@ -158,6 +162,71 @@ async def test_certbot_obtains_renews_and_revokes_with_eab_over_http01(
     serials = await asyncio.to_thread(crl_serials, live_server, target.pki.intermediate.id)
     assert second_serial in serials
     assert first_serial not in serials
+
+
+async def test_certbot_renew_asks_renewal_information_and_replaces_a_revoked_certificate(
+    live_server: str, org_admin: OrgAdmin, tmp_path: Path
+) -> None:
+    """ARI (RFC 9773): `certbot renew` without --force asks the directory's renewalInfo about the
+    certificate. A fresh one is not due and is kept; once revoked in Keyward its window has passed and
+    certbot replaces it."""
+    certbot = certbot_binary()
+    target = await make_acme_target(org_admin.organization_id)
+    http_port = free_port()
+    name = "ari.certbot.example.com"
+    common = ["--non-interactive", "--server", target.directory_url, *dirs(tmp_path)]
+    standalone = ["--standalone", "--http-01-port", str(http_port), "--http-01-address", "127.0.0.1"]
+    renew = [certbot, "renew", *common, *standalone, "--no-random-sleep-on-renew"]
+
+    def certbot_log() -> str:
+        """Every run's debug log (certbot rotates letsencrypt.log to .1, .2, ... at each run)."""
+        return "".join(path.read_text() for path in sorted((tmp_path / "logs").glob("letsencrypt.log*")))
+
+    renewal_conf = tmp_path / "config" / "renewal" / f"{name}.conf"
+    with (
+        challtestsrv(tool_or_skip("pebble-challtestsrv")) as dns,
+        acme_settings(http01_port=http_port, dns_resolver=dns.dns_address),
+    ):
+        await asyncio.to_thread(
+            run,
+            [
+                certbot,
+                "certonly",
+                *common,
+                *standalone,
+                "--agree-tos",
+                "-m",
+                "ops@certbot.example.com",
+                f"--eab-kid={target.eab_kid}",
+                f"--eab-hmac-key={target.eab_hmac_key}",
+                "-d",
+                name,
+            ],
+        )
+        live = tmp_path / "config" / "live" / name
+        first_serial = serial_of_file(live / "cert.pem")
+        first = await Certificate.get(
+            application_id=target.application.id, serial_hex=serial_hex(first_serial)
+        )
+        cert_id = cert_id_of(x509.load_pem_x509_certificate(first.certificate_pem.encode()))
+        ari_url = f"{target.directory_url.removesuffix('directory')}renewal-info/{cert_id}"
+
+        # 1. Not due: certbot asked (its debug log has the request and our 200) and kept the certificate.
+        await asyncio.to_thread(run, renew)
+        assert serial_of_file(live / "cert.pem") == first_serial
+        text = certbot_log()
+        assert f"Sending GET request to {ari_url}" in text
+        assert "An error occurred requesting ACME Renewal Information" not in text
+
+        # 2. Revoked in Keyward: the window has passed, and certbot replaces the certificate. certbot waits
+        # the answer's Retry-After (6 h) before asking again, noted in the lineage's renewal file: cleared.
+        await revoke_certificate(
+            actor=Actor.system(target.org.id, "tests"), certificate_id=first.id, reason="keyCompromise"
+        )
+        renewal_conf.write_text(re.sub(r"(?m)^ari_retry_after = .*$", "", renewal_conf.read_text()))
+        await asyncio.to_thread(run, renew)
+        assert serial_of_file(live / "cert.pem") != first_serial
+        assert certbot_log().count(f"Sending GET request to {ari_url}") == 2
 
 
 async def test_readme_certbot_command_runs_against_the_demo(

@@ -1,0 +1,116 @@
+"""ACME Renewal Information (RFC 9773): when to renew a directory's certificates, and orders that replace one.
+
+The renewal window ends when the certificate is due under its own renew-before days (the profile's policy,
+as the worker applies it to server-held keys); a revoked certificate's window has already passed, so ARI
+clients (certbot's `renew`, lego) replace it at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from tortoise.expressions import Q
+
+from core.issuance import renewal_point
+from models import AcmeAccount, AcmeOrder, Certificate, CertificateAuthority
+from models.application import ApplicationProfile
+from models.enums import CertificateStatus
+from pki.acme.ari import CertId, cert_id_of, parse_cert_id, suggested_window
+from pki.acme.problem import AcmeProblem
+from pki.certificate import serial_hex
+from pki.san import SubjectAltName
+
+
+async def find_certificate(attachment: ApplicationProfile, cert_id: CertId) -> Certificate | None:
+    """The certificate of this directory (its application and profile) that `cert_id` names.
+
+    Looked up by serial under each of the organization's CAs (the unique index on CA and serial), then
+    matched on the issuer key identifier the certificate itself carries."""
+    ca_ids = await CertificateAuthority.filter(
+        organization_id=attachment.application.organization_id
+    ).values_list("id", flat=True)
+    candidates = await Certificate.filter(
+        ca_id__in=list(ca_ids),
+        serial_hex=serial_hex(cert_id.serial),
+        application_id=attachment.application_id,
+        profile_id=attachment.profile_id,
+    )
+    for candidate in candidates:
+        if cert_id_of(x509.load_pem_x509_certificate(candidate.certificate_pem.encode())) == cert_id:
+            return candidate
+    return None
+
+
+def _unknown(text: str) -> AcmeProblem:
+    return AcmeProblem("malformed", f"no certificate {text} was issued by this directory", status=404)
+
+
+async def renewal_info(
+    attachment: ApplicationProfile, text: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """RFC 9773 §4.2 RenewalInfo object for the certificate `text` names."""
+    certificate = await find_certificate(attachment, parse_cert_id(text))
+    if certificate is None:
+        raise _unknown(text)
+    start, end = suggested_window(
+        not_before=certificate.not_before,
+        not_after=certificate.not_after,
+        renew_at=renewal_point(
+            not_before=certificate.not_before,
+            not_after=certificate.not_after,
+            renew_before_days=certificate.renew_before_days,
+        ),
+        replace_now=certificate.status == CertificateStatus.REVOKED,
+        now=now or datetime.now(UTC),
+    )
+    return {"suggestedWindow": {"start": _time(start), "end": _time(end)}}
+
+
+def _time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _names(sans: list[SubjectAltName] | list[dict[str, str]]) -> set[tuple[str, str]]:
+    """(type, value) pairs comparable between an order's identifiers and a stored certificate's SANs."""
+    names = set()
+    for san in sans:
+        if isinstance(san, SubjectAltName):
+            kind, value = san.type, san.value
+        else:
+            kind, value = san["type"], san["value"]
+        if kind == "IP":
+            value = str(ipaddress.ip_address(value))
+        names.add((kind, value.lower()))
+    return names
+
+
+async def replaced_certificate(
+    *,
+    attachment: ApplicationProfile,
+    account: AcmeAccount,
+    replaces: Any,
+    sans: list[SubjectAltName],
+    now: datetime,
+) -> Certificate:
+    """The certificate a new order's `replaces` names (RFC 9773 §5), checked: issued here to this account,
+    sharing an identifier with the order, and not already being replaced by another live order."""
+    if not isinstance(replaces, str):
+        raise AcmeProblem("malformed", "`replaces` must be a certificate identifier string")
+    certificate = await find_certificate(attachment, parse_cert_id(replaces))
+    if certificate is None:
+        raise _unknown(replaces)
+    if not await AcmeOrder.exists(certificate_id=certificate.id, account_id=account.id):
+        raise AcmeProblem(
+            "unauthorized", f"certificate {replaces} was not issued to this account", status=403
+        )
+    if not _names(sans) & _names(certificate.sans):
+        raise AcmeProblem("malformed", f"this order shares no identifier with certificate {replaces}")
+    live = Q(status="valid") | Q(status__in=["pending", "ready", "processing"], expires_at__gt=now)
+    if await AcmeOrder.filter(live, replaces_certificate_id=certificate.id).exists():
+        raise AcmeProblem(
+            "alreadyReplaced", f"another order already replaces certificate {replaces}", status=409
+        )
+    return certificate

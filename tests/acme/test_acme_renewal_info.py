@@ -1,0 +1,175 @@
+"""ACME Renewal Information (RFC 9773): the directory's renewalInfo windows, over HTTP too, and new orders
+that replace a certificate (`replaces`, alreadyReplaced)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from acme_order_support import Scene, acme_csr, make_authorizations_valid, make_scene, settings_override
+from conftest import OrgAdmin
+from cryptography import x509
+
+from api.app import create_app
+from api.routes.acme_order import order_object
+from core import acme_order, acme_renewal
+from core.acme_account import acme_url
+from core.authz import Actor
+from core.certificate import revoke_certificate
+from core.issuance import renewal_point
+from models import AcmeOrder, Certificate
+from pki.acme.ari import CertId, cert_id_of
+from pki.acme.problem import AcmeProblem
+
+
+@pytest.fixture
+def allow_private() -> Iterator[None]:
+    apply = settings_override()
+    apply(acme_allow_private_identifiers=True)
+    yield
+    apply()
+
+
+@pytest.fixture
+async def scene(org_admin: OrgAdmin, allow_private: None) -> Scene:
+    return await make_scene(org_admin.organization_id)
+
+
+def dns(*names: str) -> list[dict[str, str]]:
+    return [{"type": "dns", "value": name} for name in names]
+
+
+async def issued(scene: Scene, *names: str) -> Certificate:
+    view = await acme_order.new_order(
+        attachment=scene.attachment, account=scene.account, payload={"identifiers": dns(*names)}
+    )
+    await make_authorizations_valid(view.order.authorization_ids)
+    view = await acme_order.finalize_order(
+        attachment=scene.attachment,
+        account=scene.account,
+        order_id=str(view.order.id),
+        payload={"csr": acme_csr(list(names))},
+    )
+    assert view.status == "valid"
+    return await Certificate.get(id=view.order.certificate_id)
+
+
+def cert_id(certificate: Certificate) -> str:
+    found = cert_id_of(x509.load_pem_x509_certificate(certificate.certificate_pem.encode()))
+    assert found is not None
+    return str(found)
+
+
+def _time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- renewal windows
+
+
+async def test_a_fresh_certificate_is_due_at_its_renewal_point(scene: Scene) -> None:
+    certificate = await issued(scene, "ari.example.com")
+    info = await acme_renewal.renewal_info(scene.attachment, cert_id(certificate))
+    start, end = _time(info["suggestedWindow"]["start"]), _time(info["suggestedWindow"]["end"])
+    due = renewal_point(
+        not_before=certificate.not_before,
+        not_after=certificate.not_after,
+        renew_before_days=certificate.renew_before_days,
+    )
+    assert end == due.replace(microsecond=0)
+    assert datetime.now(UTC) < start < end <= certificate.not_after
+
+
+async def test_a_revoked_certificate_is_to_be_replaced_at_once(scene: Scene) -> None:
+    certificate = await issued(scene, "ari.example.com")
+    await revoke_certificate(
+        actor=Actor.system(scene.org.id, "tests"), certificate_id=certificate.id, reason="keyCompromise"
+    )
+    info = await acme_renewal.renewal_info(scene.attachment, cert_id(certificate))
+    start, end = _time(info["suggestedWindow"]["start"]), _time(info["suggestedWindow"]["end"])
+    assert start < end < datetime.now(UTC)
+
+
+async def test_unknown_and_foreign_certificates_are_not_found(org_admin: OrgAdmin, scene: Scene) -> None:
+    certificate = await issued(scene, "ari.example.com")
+    known = cert_id_of(x509.load_pem_x509_certificate(certificate.certificate_pem.encode()))
+    assert known is not None
+    unknown = str(CertId(known.key_identifier, known.serial + 1))
+    another_issuer = str(CertId(b"\x01" * 20, known.serial))
+    elsewhere = await make_scene(org_admin.organization_id)  # another application, profile and CA
+    for attachment, text in [
+        (scene.attachment, unknown),
+        (scene.attachment, another_issuer),
+        (elsewhere.attachment, cert_id(certificate)),
+    ]:
+        with pytest.raises(AcmeProblem) as caught:
+            await acme_renewal.renewal_info(attachment, text)
+        assert (caught.value.kind, caught.value.status) == ("malformed", 404)
+
+
+async def test_renewal_info_over_http(scene: Scene) -> None:
+    certificate = await issued(scene, "ari.example.com")
+    app = create_app(manage_db=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        directory = (await client.get(acme_url(scene.attachment, "directory"))).json()
+        assert directory["renewalInfo"] == acme_url(scene.attachment, "renewal-info")
+        answer = await client.get(f"{directory['renewalInfo']}/{cert_id(certificate)}")
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["Retry-After"] == str(6 * 60 * 60)
+        assert answer.headers["Content-Type"].startswith("application/json")
+        assert set(answer.json()["suggestedWindow"]) == {"start", "end"}
+        malformed = await client.get(f"{directory['renewalInfo']}/not-an-identifier")
+        assert malformed.status_code == 400
+        assert malformed.json()["type"] == "urn:ietf:params:acme:error:malformed"
+
+
+# ---------------------------------------------------------------- orders replacing a certificate
+
+
+async def test_an_order_replacing_a_certificate_says_so_and_only_one_may(scene: Scene) -> None:
+    certificate = await issued(scene, "ari.example.com")
+    payload = {"identifiers": dns("ari.example.com", "www.ari.example.com"), "replaces": cert_id(certificate)}
+    view = await acme_order.new_order(attachment=scene.attachment, account=scene.account, payload=payload)
+    assert view.order.replaces == cert_id(certificate)
+    assert view.order.replaces_certificate_id == certificate.id
+    stored = await AcmeOrder.get(id=view.order.id)
+    assert stored.replaces == cert_id(certificate)
+    assert order_object(scene.attachment, view)["replaces"] == cert_id(certificate)
+
+    with pytest.raises(AcmeProblem) as caught:
+        await acme_order.new_order(attachment=scene.attachment, account=scene.account, payload=payload)
+    assert (caught.value.kind, caught.value.status) == ("alreadyReplaced", 409)
+
+    # Once that order is invalid (or expired), another may replace the certificate.
+    await AcmeOrder.filter(id=view.order.id).update(status="invalid")
+    again = await acme_order.new_order(attachment=scene.attachment, account=scene.account, payload=payload)
+    assert again.order.replaces_certificate_id == certificate.id
+    await AcmeOrder.filter(id=again.order.id).update(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    await acme_order.new_order(attachment=scene.attachment, account=scene.account, payload=payload)
+
+
+async def test_replaces_is_checked_against_the_account_and_the_names(scene: Scene) -> None:
+    certificate = await issued(scene, "ari.example.com")
+    before = await AcmeOrder.all().count()
+    cases = [
+        (scene.other, dns("ari.example.com"), cert_id(certificate), ("unauthorized", 403)),
+        (scene.account, dns("other.example.com"), cert_id(certificate), ("malformed", 400)),
+        (scene.account, dns("ari.example.com"), "not-an-identifier", ("malformed", 400)),
+        (scene.account, dns("ari.example.com"), 42, ("malformed", 400)),
+    ]
+    for account, identifiers, replaces, expected in cases:
+        with pytest.raises(AcmeProblem) as caught:
+            await acme_order.new_order(
+                attachment=scene.attachment,
+                account=account,
+                payload={"identifiers": identifiers, "replaces": replaces},
+            )
+        assert (caught.value.kind, caught.value.status) == expected, replaces
+    assert await AcmeOrder.all().count() == before, "a refused order leaves no row"
+    plain = await acme_order.new_order(
+        attachment=scene.attachment, account=scene.account, payload={"identifiers": dns("ari.example.com")}
+    )
+    assert plain.order.replaces is None
+    assert "replaces" not in order_object(scene.attachment, plain)
