@@ -3,12 +3,11 @@ that replace a certificate (`replaces`, alreadyReplaced)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from acme_order_support import Scene, acme_csr, make_authorizations_valid, make_scene, settings_override
+from acme_order_support import Scene, acme_csr, make_authorizations_valid, make_scene
 from conftest import OrgAdmin
 from cryptography import x509
 
@@ -25,15 +24,7 @@ from pki.acme.problem import AcmeProblem
 
 
 @pytest.fixture
-def allow_private() -> Iterator[None]:
-    apply = settings_override()
-    apply(acme_allow_private_identifiers=True)
-    yield
-    apply()
-
-
-@pytest.fixture
-async def scene(org_admin: OrgAdmin, allow_private: None) -> Scene:
+async def scene(org_admin: OrgAdmin) -> Scene:
     return await make_scene(org_admin.organization_id)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from acme_clients_support import (
+    AcmeTarget,
     acme_settings,
     challtestsrv,
     crl_serials,
@@ -74,6 +75,26 @@ def dirs(tmp_path: Path) -> list[str]:
     ]
 
 
+def certonly(certbot: str, common: list[str], standalone: list[str], target: AcmeTarget, name: str) -> None:
+    """Obtain: registers the account with EAB, answers http-01 from certbot's standalone server."""
+    run(
+        [
+            certbot,
+            "certonly",
+            *common,
+            *standalone,
+            "--agree-tos",
+            "-m",
+            "ops@certbot.example.com",
+            f"--eab-kid={target.eab_kid}",
+            # The "=" form: a base64url key may begin with "-", which argparse takes for an option.
+            f"--eab-hmac-key={target.eab_hmac_key}",
+            "-d",
+            name,
+        ]
+    )
+
+
 async def inventory(gql: GraphQL, token: str, application_id: Any) -> dict[str, dict[str, Any]]:
     data = await gql(INVENTORY, {"id": str(application_id)}, token=token)
     return {
@@ -88,35 +109,14 @@ async def test_certbot_obtains_renews_and_revokes_with_eab_over_http01(
     target = await make_acme_target(org_admin.organization_id)
     http_port = free_port()
     name = "www.certbot.example.com"
-    common = [
-        "--non-interactive",
-        "--server",
-        target.directory_url,
-        *dirs(tmp_path),
-    ]
+    common = ["--non-interactive", "--server", target.directory_url, *dirs(tmp_path)]
     standalone = ["--standalone", "--http-01-port", str(http_port), "--http-01-address", "127.0.0.1"]
     with (
         challtestsrv(tool_or_skip("pebble-challtestsrv")) as dns,
         acme_settings(http01_port=http_port, dns_resolver=dns.dns_address),
     ):
-        # 1. Obtain: registers the account with EAB, answers http-01 from its standalone server.
-        await asyncio.to_thread(
-            run,
-            [
-                certbot,
-                "certonly",
-                *common,
-                *standalone,
-                "--agree-tos",
-                "-m",
-                "ops@certbot.example.com",
-                f"--eab-kid={target.eab_kid}",
-                # The "=" form: a base64url key may begin with "-", which argparse takes for an option.
-                f"--eab-hmac-key={target.eab_hmac_key}",
-                "-d",
-                name,
-            ],
-        )
+        # 1. Obtain.
+        await asyncio.to_thread(certonly, certbot, common, standalone, target, name)
         live = tmp_path / "config" / "live" / name
         first_serial = serial_of_file(live / "cert.pem")
 
@@ -187,22 +187,7 @@ async def test_certbot_renew_asks_renewal_information_and_replaces_a_revoked_cer
         challtestsrv(tool_or_skip("pebble-challtestsrv")) as dns,
         acme_settings(http01_port=http_port, dns_resolver=dns.dns_address),
     ):
-        await asyncio.to_thread(
-            run,
-            [
-                certbot,
-                "certonly",
-                *common,
-                *standalone,
-                "--agree-tos",
-                "-m",
-                "ops@certbot.example.com",
-                f"--eab-kid={target.eab_kid}",
-                f"--eab-hmac-key={target.eab_hmac_key}",
-                "-d",
-                name,
-            ],
-        )
+        await asyncio.to_thread(certonly, certbot, common, standalone, target, name)
         live = tmp_path / "config" / "live" / name
         first_serial = serial_of_file(live / "cert.pem")
         first = await Certificate.get(
