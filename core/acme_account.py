@@ -25,6 +25,7 @@ from models.application import ApplicationProfile
 from pki import sealing
 from pki.acme import jws
 from pki.acme.problem import AcmeProblem
+from pki.acme.timestamp import rfc3339
 from pki.errors import PkiError
 
 logger = logging.getLogger(__name__)
@@ -460,7 +461,7 @@ def account_object(attachment: ApplicationProfile, account: AcmeAccount) -> dict
         "status": account.status,
         "contact": list(account.contact or []),
         "orders": acme_url(attachment, f"account/{account.id}/orders"),
-        "createdAt": account.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "createdAt": rfc3339(account.created_at),
     }
     return body
 

@@ -7,7 +7,6 @@ clients (certbot's `renew`, lego) replace it at once.
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +19,9 @@ from models.application import ApplicationProfile
 from models.enums import CertificateStatus
 from pki.acme.ari import CertId, cert_id_of, parse_cert_id, suggested_window
 from pki.acme.problem import AcmeProblem
+from pki.acme.timestamp import rfc3339
 from pki.certificate import serial_hex
-from pki.san import SubjectAltName
+from pki.san import SubjectAltName, san_keys
 
 
 async def find_certificate(attachment: ApplicationProfile, cert_id: CertId) -> Certificate | None:
@@ -44,17 +44,19 @@ async def find_certificate(attachment: ApplicationProfile, cert_id: CertId) -> C
     return None
 
 
-def _unknown(text: str) -> AcmeProblem:
-    return AcmeProblem("malformed", f"no certificate {text} was issued by this directory", status=404)
+async def _named_certificate(attachment: ApplicationProfile, text: str) -> Certificate:
+    """The certificate a client's identifier names; malformed, or not found (404), otherwise."""
+    certificate = await find_certificate(attachment, parse_cert_id(text))
+    if certificate is None:
+        raise AcmeProblem("malformed", f"no certificate {text} was issued by this directory", status=404)
+    return certificate
 
 
 async def renewal_info(
     attachment: ApplicationProfile, text: str, now: datetime | None = None
 ) -> dict[str, Any]:
     """RFC 9773 §4.2 RenewalInfo object for the certificate `text` names."""
-    certificate = await find_certificate(attachment, parse_cert_id(text))
-    if certificate is None:
-        raise _unknown(text)
+    certificate = await _named_certificate(attachment, text)
     start, end = suggested_window(
         not_before=certificate.not_before,
         not_after=certificate.not_after,
@@ -66,25 +68,7 @@ async def renewal_info(
         replace_now=certificate.status == CertificateStatus.REVOKED,
         now=now or datetime.now(UTC),
     )
-    return {"suggestedWindow": {"start": _time(start), "end": _time(end)}}
-
-
-def _time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _names(sans: list[SubjectAltName] | list[dict[str, str]]) -> set[tuple[str, str]]:
-    """(type, value) pairs comparable between an order's identifiers and a stored certificate's SANs."""
-    names = set()
-    for san in sans:
-        if isinstance(san, SubjectAltName):
-            kind, value = san.type, san.value
-        else:
-            kind, value = san["type"], san["value"]
-        if kind == "IP":
-            value = str(ipaddress.ip_address(value))
-        names.add((kind, value.lower()))
-    return names
+    return {"suggestedWindow": {"start": rfc3339(start), "end": rfc3339(end)}}
 
 
 async def replaced_certificate(
@@ -99,14 +83,13 @@ async def replaced_certificate(
     sharing an identifier with the order, and not already being replaced by another live order."""
     if not isinstance(replaces, str):
         raise AcmeProblem("malformed", "`replaces` must be a certificate identifier string")
-    certificate = await find_certificate(attachment, parse_cert_id(replaces))
-    if certificate is None:
-        raise _unknown(replaces)
+    certificate = await _named_certificate(attachment, replaces)
     if not await AcmeOrder.exists(certificate_id=certificate.id, account_id=account.id):
         raise AcmeProblem(
             "unauthorized", f"certificate {replaces} was not issued to this account", status=403
         )
-    if not _names(sans) & _names(certificate.sans):
+    held = [SubjectAltName(item["type"], item["value"]) for item in certificate.sans]
+    if not san_keys(sans) & san_keys(held):
         raise AcmeProblem("malformed", f"this order shares no identifier with certificate {replaces}")
     live = Q(status="valid") | Q(status__in=["pending", "ready", "processing"], expires_at__gt=now)
     if await AcmeOrder.filter(live, replaces_certificate_id=certificate.id).exists():

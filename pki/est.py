@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from pki.certificate import load_certificates, verify_issued_by
 from pki.errors import InvalidCsr, PkiError
 from pki.key import KeyAlgorithm
-from pki.san import SubjectAltName, from_extension
+from pki.san import SubjectAltName, from_extension, san_keys
 
 PKCS10 = "application/pkcs10"
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
@@ -212,10 +212,6 @@ def issued_by_any(
     return None
 
 
-def _san_key(sans: Sequence[SubjectAltName]) -> set[tuple[str, str]]:
-    return {(san.type, san.value.lower() if san.type in {"DNS", "EMAIL"} else san.value) for san in sans}
-
-
 def reenroll_mismatch(
     csr: x509.CertificateSigningRequest,
     csr_sans: Sequence[SubjectAltName],
@@ -236,8 +232,8 @@ def reenroll_mismatch(
         cert_sans = from_extension(cert)
     except (ValueError, x509.UnsupportedGeneralNameType):
         return "the certificate's subjectAltName cannot be read"
-    wanted = _san_key(csr_sans) if csr_sans else _san_key(common_name_sans)
-    if wanted != _san_key(cert_sans):
+    wanted = san_keys(csr_sans) if csr_sans else san_keys(common_name_sans)
+    if wanted != san_keys(cert_sans):
         shown = ", ".join(str(san) for san in csr_sans) or "none"
         held = ", ".join(str(san) for san in cert_sans) or "none"
         return f"the CSR's subjectAltNames ({shown}) differ from the certificate's ({held})"

@@ -2,6 +2,7 @@
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -127,6 +128,11 @@ def parse_san(text: str) -> SubjectAltName:
     if "@" in bare:
         return SubjectAltName("EMAIL", validate_email(bare))
     return classify_name(bare)
+
+
+def san_keys(sans: Iterable[SubjectAltName]) -> set[tuple[str, str]]:
+    """The names as comparable (type, value) pairs: DNS names and e-mail addresses are case-insensitive."""
+    return {(san.type, san.value.lower() if san.type in {"DNS", "EMAIL"} else san.value) for san in sans}
 
 
 def to_general_names(sans: list[SubjectAltName]) -> list[x509.GeneralName]:

@@ -3,7 +3,7 @@ that call core.acme_order / core.acme_validation and render the RFC's JSON objec
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from starlette.responses import Response
@@ -14,14 +14,13 @@ from core.acme_account import VerifiedRequest, acme_url
 from models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder
 from models.application import ApplicationProfile
 from pki.acme.problem import AcmeProblem
+from pki.acme.timestamp import rfc3339
 
 PEM_CHAIN = "application/pem-certificate-chain"
 
 
 def _time(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else rfc3339(moment)
 
 
 def _account(verified: VerifiedRequest) -> AcmeAccount:
