@@ -47,12 +47,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from bench.http11 import Http11Client, HttpError, Response
 from bench.processes import free_port, spawn, stop, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ class Target:
 class Client:
     """One account: ES256 JWS, nonces reused from responses, badNonce retried."""
 
-    def __init__(self, http: httpx.AsyncClient, target: Target, responder: Responder) -> None:
+    def __init__(self, http: Http11Client, target: Target, responder: Responder) -> None:
         self.http, self.target, self.responder = http, target, responder
         self.key = ec.generate_private_key(ec.SECP256R1())
         numbers = self.key.public_key().public_numbers()
@@ -143,8 +143,8 @@ class Client:
         self.nonces: list[str] = []
         self.phases: dict[str, float] = {}  # seconds spent per phase, summed over this client's orders
 
-    def _keep_nonce(self, response: httpx.Response) -> None:
-        nonce = response.headers.get("Replay-Nonce")
+    def _keep_nonce(self, response: Response) -> None:
+        nonce = response.headers.get("replay-nonce")
         if nonce:
             self.nonces.append(nonce)
 
@@ -152,7 +152,7 @@ class Client:
         if self.nonces:
             return self.nonces.pop()
         response = await self.http.head(self.target.directory["newNonce"])
-        return response.headers["Replay-Nonce"]
+        return response.headers["replay-nonce"]
 
     def _sign(self, protected: dict[str, Any], payload: Any) -> dict[str, str]:
         protected_b64 = _b64json(protected)
@@ -162,7 +162,7 @@ class Client:
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
         return {"protected": protected_b64, "payload": payload_b64, "signature": _b64(signature)}
 
-    async def post(self, url: str, payload: Any = None, *, jwk: bool = False) -> httpx.Response:
+    async def post(self, url: str, payload: Any = None, *, jwk: bool = False) -> Response:
         for _ in range(5):
             protected: dict[str, Any] = {"alg": "ES256", "nonce": await self._nonce(), "url": url}
             if jwk:
@@ -176,7 +176,7 @@ class Client:
             self._keep_nonce(response)
             if response.status_code < 400:
                 return response
-            problem = response.json() if "json" in response.headers.get("Content-Type", "") else {}
+            problem = response.json() if "json" in response.headers.get("content-type", "") else {}
             if problem.get("type") != "urn:ietf:params:acme:error:badNonce":
                 raise AcmeError(f"{url}: {response.status_code} {response.text[:300]}")
         raise AcmeError(f"{url}: badNonce five times in a row")
@@ -195,7 +195,7 @@ class Client:
                 "signature": _b64(mac),
             }
         response = await self.post(url, payload, jwk=True)
-        self.kid = response.headers["Location"]
+        self.kid = response.headers["location"]
 
     async def _poll(self, url: str, until: set[str]) -> dict[str, Any]:
         while True:
@@ -219,7 +219,7 @@ class Client:
         response = await self.post(
             self.target.directory["newOrder"], {"identifiers": [{"type": "dns", "value": name}]}
         )
-        order_url, order = response.headers["Location"], response.json()
+        order_url, order = response.headers["location"], response.json()
         for authz_url in order["authorizations"]:
             authz = (await self.post(authz_url)).json()
             if authz["status"] == "valid":
@@ -298,8 +298,8 @@ def process_tree_cpu(pid: int | None) -> float | None:
 
 
 async def run_load(target: Target, responder: Responder, clients: int, seconds: float) -> Result:
-    async with httpx.AsyncClient(verify=target.verify, timeout=FLOW_TIMEOUT) as http:
-        target.directory = (await http.get(target.directory_url)).json()
+    async with Http11Client(target.verify) as http:
+        target.directory = (await asyncio.wait_for(http.get(target.directory_url), FLOW_TIMEOUT)).json()
     completed, failed, errors = 0, 0, []
     phases: dict[str, float] = {}
     run_id = uuid.uuid4().hex[:6]
@@ -308,14 +308,12 @@ async def run_load(target: Target, responder: Responder, clients: int, seconds: 
 
     async def one_client(index: int) -> None:
         nonlocal completed, failed
-        # Its own connection pool, as every real ACME client has: one pool shared by all clients made the
-        # load generator scan all its connections on every request, which cost it more than the servers.
-        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
-        async with httpx.AsyncClient(verify=target.verify, limits=limits, timeout=FLOW_TIMEOUT) as http:
+        # Its own connection, as every real ACME client has (bench.http11: a lean client, see there why).
+        async with Http11Client(target.verify) as http:
             client = Client(http, target, responder)
             try:
                 await asyncio.wait_for(client.register(), FLOW_TIMEOUT)
-            except (AcmeError, httpx.HTTPError, TimeoutError) as error:
+            except (AcmeError, HttpError, TimeoutError) as error:
                 failed += 1
                 errors.append(f"account: {error!r}"[:400])
                 return
@@ -326,7 +324,7 @@ async def run_load(target: Target, responder: Responder, clients: int, seconds: 
                 try:
                     await asyncio.wait_for(client.order(name), FLOW_TIMEOUT)
                     completed += 1
-                except (AcmeError, httpx.HTTPError, TimeoutError, KeyError) as error:
+                except (AcmeError, HttpError, TimeoutError, KeyError) as error:
                     failed += 1
                     errors.append(f"{name}: {error!r}"[:400])
             for label, spent in client.phases.items():
