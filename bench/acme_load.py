@@ -8,7 +8,9 @@ registers an account (with EAB on Keyward), then loops: new order for a fresh na
 responder in this process -> finalize with a fresh P-256 CSR -> download the chain. New flows start for
 `--seconds`; in-flight ones finish (bounded). Prints completed orders per second for both servers and the
 ratio Keyward/Pebble, and each server's CPU time per order (its process tree, from /proc): on a shared
-machine the rates move with the other load, the CPU per order much less.
+machine the rates move with the other load, the CPU per order much less. The client's own CPU per order is
+printed too: it runs on the same cores (bench.http11 keeps it small). Flows still running DRAIN_TIMEOUT after
+the window mean a stalled server; for Pebble its goroutine dump then tells which locks its handlers wait on.
 
 Both servers resolve names through one pebble-challtestsrv on loopback (every name -> 127.0.0.1) and
 validate against the same responder. Keyward, by default: one API process per core, as Pebble (Go) uses
@@ -33,7 +35,9 @@ import hmac
 import json
 import multiprocessing
 import os
+import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -122,6 +126,7 @@ class Target:
     eab: tuple[str, bytes] | None  # (kid, HMAC key)
     directory: dict[str, Any] = field(default_factory=dict)
     pid: int | None = None  # the server process (its CPU time, with its children's, is measured)
+    diagnose_stall: Callable[[], str] | None = None  # why it answers no more, asked once flows stall
 
 
 class Client:
@@ -257,6 +262,7 @@ class Result:
     errors: list[str]
     phases: dict[str, float]  # mean seconds per completed order
     server_cpu: float | None = None  # CPU seconds the server (and its child processes) used meanwhile
+    client_cpu: float | None = None  # CPU seconds this process (clients and http-01 responder) used meanwhile
 
     @property
     def rate(self) -> float:
@@ -268,6 +274,12 @@ class Result:
         if self.server_cpu is None or not self.completed:
             return "n/a"
         return f"{1000 * self.server_cpu / self.completed:.1f} ms"
+
+    @property
+    def client_cpu_per_order(self) -> str:
+        if self.client_cpu is None or not self.completed:
+            return "n/a"
+        return f"{1000 * self.client_cpu / self.completed:.1f} ms"
 
 
 def process_tree_cpu(pid: int | None) -> float | None:
@@ -330,19 +342,22 @@ async def run_load(target: Target, responder: Responder, clients: int, seconds: 
             for label, spent in client.phases.items():
                 phases[label] = phases.get(label, 0.0) + spent
 
-    cpu_before = process_tree_cpu(target.pid)
+    cpu_before, client_before = process_tree_cpu(target.pid), time.process_time()
     tasks = [asyncio.create_task(one_client(index)) for index in range(clients)]
     _, pending = await asyncio.wait(tasks, timeout=seconds + DRAIN_TIMEOUT)
+    elapsed = time.perf_counter() - start
+    cpu_after, client_cpu = process_tree_cpu(target.pid), time.process_time() - client_before
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    elapsed = time.perf_counter() - start
-    cpu_after = process_tree_cpu(target.pid)
     if pending:
-        errors.append(f"{len(pending)} clients still busy {DRAIN_TIMEOUT:.0f}s after the window: stalled")
+        stalled = f"{len(pending)} clients still busy {DRAIN_TIMEOUT:.0f}s after the window: stalled"
+        if target.diagnose_stall is not None:
+            stalled += f"; {await asyncio.to_thread(target.diagnose_stall)}"
+        errors.append(stalled)
     means = {label: spent / completed for label, spent in phases.items()} if completed else {}
     server_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-    return Result(target.name, clients, completed, failed, elapsed, errors, means, server_cpu)
+    return Result(target.name, clients, completed, failed, elapsed, errors, means, server_cpu, client_cpu)
 
 
 # ---------------------------------------------------------------- servers
@@ -559,6 +574,21 @@ def _pebble_tls(workdir: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
+def pebble_lock_waits(log: str) -> str:
+    """From a Go goroutine dump: how many goroutines wait for a lock, and on which of Pebble's functions."""
+    blocks = log[log.find("goroutine ") :].split("\n\n")
+    waiting = [block for block in blocks if "sync.runtime_Semacquire" in block]
+    where: dict[str, int] = {}
+    for block in waiting:
+        frames = re.findall(r"^github\.com/letsencrypt/pebble/[^\s(]*?([\w.]*\(\*?\w+\)\.\w+)", block, re.M)
+        if frames:
+            where[frames[0]] = where.get(frames[0], 0) + 1
+    if not waiting:
+        return "its goroutine dump shows no goroutine waiting for a lock"
+    top = ", ".join(f"{count} in {name}" for name, count in sorted(where.items(), key=lambda kv: -kv[1])[:3])
+    return f"{len(waiting)} of its {len(blocks)} goroutines wait for a lock ({top}): Pebble deadlocked"
+
+
 @contextlib.asynccontextmanager
 async def pebble_server(
     workdir: Path, dns: str, http01_port: int, profile_file: Path | None = None
@@ -585,10 +615,18 @@ async def pebble_server(
     env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
     log = (workdir / "pebble.log").open("wb")
     process = spawn([binary, "-config", str(config_file), "-dnsserver", dns], env=env, log=log)
+
+    def diagnose_stall() -> str:
+        """Pebble's goroutine dump (SIGQUIT ends it) says where its request handlers wait."""
+        process.send_signal(signal.SIGQUIT)
+        process.wait(timeout=10)
+        return pebble_lock_waits((workdir / "pebble.log").read_text(errors="replace"))
+
     try:
         await asyncio.to_thread(wait_port, port, process, "pebble")
         context = ssl.create_default_context(cafile=str(root))
-        yield Target("pebble", f"https://127.0.0.1:{port}/dir", context, None, pid=process.pid)
+        url = f"https://127.0.0.1:{port}/dir"
+        yield Target("pebble", url, context, None, pid=process.pid, diagnose_stall=diagnose_stall)
     finally:
         await asyncio.to_thread(stop, process)
         log.close()
@@ -644,7 +682,8 @@ async def _main(
                     print(f"[{name}] {_line(result)}", file=sys.stderr)
                     spent = ", ".join(f"{label} {mean:.3f}s" for label, mean in result.phases.items())
                     print(f"    mean per order: {spent}", file=sys.stderr)
-                    print(f"    server CPU per order: {result.cpu_per_order}", file=sys.stderr)
+                    cpu = f"server {result.cpu_per_order}, client {result.client_cpu_per_order}"
+                    print(f"    CPU per order: {cpu}", file=sys.stderr)
                     for error in result.errors[:3]:
                         print(f"    {error}", file=sys.stderr)
                     if name == "keyward" and (result.failed or result.errors):
@@ -666,10 +705,12 @@ async def _main(
             print(f"{n:>3} clients: {rates}, Keyward/Pebble {ratio}")
             cpu = f"Keyward {ours.cpu_per_order}, Pebble {theirs.cpu_per_order}"
             print(f"{'':>3}          server CPU per order: {cpu}")
+            cpu = f"with Keyward {ours.client_cpu_per_order}, with Pebble {theirs.client_cpu_per_order}"
+            print(f"{'':>3}          client CPU per order: {cpu}")
             for label, result in (("Keyward", ours), ("Pebble", theirs)):
-                stalled = any("stalled" in error for error in result.errors)
-                if result.failed or stalled:
-                    trouble = f"{result.failed} flows failed" + (", some stalled" if stalled else "")
+                stalls = [error for error in result.errors if "stalled" in error]
+                if result.failed or stalls:
+                    trouble = f"{result.failed} flows failed" + (f", {stalls[0]}" if stalls else "")
                     print(f"{'':>3}          {label}: {trouble}: this ratio does not compare speed")
     return 1 if any(r.completed == 0 for (t, _), r in results.items() if t == "keyward") else 0
 
