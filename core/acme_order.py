@@ -666,6 +666,9 @@ async def finalize_order(
 
     try:
         application = await _application_of(attachment)
+        replaces = None
+        if order.replaces_certificate_id is not None:  # RFC 9773: this order renews that certificate
+            replaces = await Certificate.get_or_none(id=order.replaces_certificate_id)
         certificate = await issue_certificate(
             actor=acme_actor(account, attachment),
             application_id=attachment.application_id,
@@ -678,6 +681,7 @@ async def finalize_order(
             attachment=attachment,
             approval_correlation=str(order.id),
             parsed_csr=csr_info,
+            replaces=replaces,
         )
     except ApprovalPending:
         # Held by an approval policy: the order stays processing until core.approval decides it.

@@ -829,6 +829,11 @@ async def _issue(row: ApprovalRequest, actor: Actor) -> Certificate:
             after_insert=record,
         )
     application = await Application.get(id=row.application_id)
+    replaces = None
+    if row.method == EnrollmentMethod.ACME.value and row.correlation is not None:
+        order = await AcmeOrder.get_or_none(id=row.correlation)
+        if order is not None and order.replaces_certificate_id is not None:
+            replaces = await Certificate.get_or_none(id=order.replaces_certificate_id)
     return await issue_certificate(
         actor=actor,
         application_id=row.application_id,
@@ -846,6 +851,7 @@ async def _issue(row: ApprovalRequest, actor: Actor) -> Certificate:
         application=application,
         after_insert=record,
         approved_request_id=row.id,
+        replaces=replaces,
     )
 
 

@@ -736,6 +736,7 @@ async def issue_certificate(
     approval_correlation: str | None = None,
     approved_request_id: uuid.UUID | None = None,
     parsed_csr: pki_csr.CsrInfo | None = None,
+    replaces: Certificate | None = None,
 ) -> Certificate:
     """Issue from a CSR, or with a server-generated key from subject/SANs; policy checked on every path.
 
@@ -743,6 +744,8 @@ async def issue_certificate(
     unless `approved_request_id` says this is that request, approved. `approval_correlation`: the
     protocol's handle (ACME order, EST retry key, SCEP transaction) stored with the request.
     `parsed_csr`: the caller's own parse of `csr` (ACME checks the names first), not parsed again.
+    `replaces`: the certificate this one succeeds (an ACME order's `replaces`, RFC 9773), stored as its
+    predecessor and, while active or expired, marked renewed with it (see replacing).
     """
     if source_address is not None:
         actor = dataclasses.replace(actor, source_address=source_address)
@@ -853,4 +856,33 @@ async def issue_certificate(
         renew_before_days=attachment.api_renew_before_days or profile.renew_before_days,
         after_insert=after_insert,
     )
+    if replaces is not None:
+        options = replacing(options, replaces)
     return await store_certificate(context, cert, key, options)
+
+
+def replacing(options: StoreOptions, old: Certificate) -> StoreOptions:
+    """`options` for a certificate that succeeds `old` though issued afresh (an ACME client renewing):
+    a renewal in the inventory, audit and events, so syncs swap it in and `old` is neither renewed again
+    nor alerted on. A revoked predecessor stays revoked; one renewed already stays as it is."""
+
+    async def mark_renewed(conn: BaseDBAsyncClient) -> None:
+        await (
+            Certificate.filter(id=old.id, status__in=[CertificateStatus.ACTIVE, CertificateStatus.EXPIRED])
+            .using_db(conn)
+            .update(
+                status=CertificateStatus.RENEWED,
+                renewal_due_at=None,
+                next_renewal_attempt_at=None,
+                updated_at=datetime.now(UTC),
+            )
+        )
+
+    return dataclasses.replace(
+        options,
+        renewed_from=old,
+        audit_action="certificate.renew",
+        event_type=outbox.CERTIFICATE_RENEWED,
+        extra_details={"renewed_from": str(old.id), "mode": "replaces"},
+        before_insert=mark_renewed,
+    )

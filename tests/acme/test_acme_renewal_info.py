@@ -10,15 +10,18 @@ import pytest
 from acme_order_support import Scene, acme_csr, make_authorizations_valid, make_scene
 from conftest import OrgAdmin
 from cryptography import x509
+from factories import make_member
 
 from api.app import create_app
 from api.routes.acme_order import order_object
-from core import acme_order, acme_renewal
-from core.acme_account import acme_url
+from core import acme_order, acme_renewal, approval
+from core.acme_account import acme_url, load_acme_attachment
+from core.authn import load_actor
 from core.authz import Actor
 from core.certificate import revoke_certificate
 from core.issuance import renewal_point
-from models import AcmeOrder, Certificate
+from models import AcmeOrder, ApprovalRequest, AuditEvent, Certificate, OutboxEvent
+from models.enums import ApplicationRole, CertificateStatus
 from pki.acme.ari import CertId, cert_id_of
 from pki.acme.problem import AcmeProblem
 
@@ -164,3 +167,82 @@ async def test_replaces_is_checked_against_the_account_and_the_names(scene: Scen
     )
     assert plain.order.replaces is None
     assert "replaces" not in order_object(scene.attachment, plain)
+
+
+async def _finalize_replacing(scene: Scene, old: Certificate, *names: str) -> Certificate:
+    payload = {"identifiers": dns(*names), "replaces": cert_id(old)}
+    view = await acme_order.new_order(attachment=scene.attachment, account=scene.account, payload=payload)
+    await make_authorizations_valid(view.order.authorization_ids)
+    view = await acme_order.finalize_order(
+        attachment=scene.attachment,
+        account=scene.account,
+        order_id=str(view.order.id),
+        payload={"csr": acme_csr(list(names))},
+    )
+    assert view.status == "valid"
+    return await Certificate.get(id=view.order.certificate_id)
+
+
+async def test_the_replacing_certificate_renews_the_one_it_replaces(scene: Scene) -> None:
+    old = await issued(scene, "ari.example.com")
+    new = await _finalize_replacing(scene, old, "ari.example.com", "www.ari.example.com")
+    assert new.renewed_from_id == old.id
+    await old.refresh_from_db()
+    # Renewed: the worker neither renews it again nor alerts on its expiry; syncs swap the new one in.
+    assert (old.status, old.renewal_due_at, old.next_renewal_attempt_at) == (
+        CertificateStatus.RENEWED,
+        None,
+        None,
+    )
+    audit = await AuditEvent.get(resource_id=str(new.id))
+    assert (audit.action, audit.details["renewed_from"], audit.details["mode"]) == (
+        "certificate.renew",
+        str(old.id),
+        "replaces",
+    )
+    event = await OutboxEvent.get(certificate_id=new.id)
+    assert event.event_type == "certificate.renewed"
+    assert event.payload["renewed_from_id"] == str(old.id)
+
+
+async def test_a_revoked_certificate_replaced_stays_revoked(scene: Scene) -> None:
+    old = await issued(scene, "ari.example.com")
+    await revoke_certificate(
+        actor=Actor.system(scene.org.id, "tests"), certificate_id=old.id, reason="keyCompromise"
+    )
+    new = await _finalize_replacing(scene, old, "ari.example.com")
+    assert new.renewed_from_id == old.id
+    await old.refresh_from_db()
+    assert old.status == CertificateStatus.REVOKED
+
+
+async def test_a_replacing_order_held_for_approval_renews_once_approved(scene: Scene) -> None:
+    old = await issued(scene, "ari.example.com")
+    approver = await make_member(scene.org, applications={scene.application: ApplicationRole.OPERATOR})
+    await approval.create_policy(
+        actor=Actor.system(scene.org.id),
+        application_id=scene.application.id,
+        name="gate",
+        profile_ids=[scene.attachment.profile_id],
+        steps=[approval.StepSpec(approver_ids=[approver.principal.id], required=1)],
+        max_request_ttl=approval.MIN_TTL,
+    )
+    payload = {"identifiers": dns("ari.example.com"), "replaces": cert_id(old)}
+    view = await acme_order.new_order(attachment=scene.attachment, account=scene.account, payload=payload)
+    await make_authorizations_valid(view.order.authorization_ids)
+    # Read anew, as every request does: the join says a policy now covers it.
+    attachment = await load_acme_attachment(str(scene.application.id), str(scene.attachment.profile_id))
+    view = await acme_order.finalize_order(
+        attachment=attachment,
+        account=scene.account,
+        order_id=str(view.order.id),
+        payload={"csr": acme_csr(["ari.example.com"])},
+    )
+    assert view.status == "processing"
+    request = await ApprovalRequest.get(correlation=str(view.order.id))
+    decided = await approval.approve(actor=await load_actor(approver.principal), request_id=request.id)
+    assert decided.certificate_id is not None
+    new = await Certificate.get(id=decided.certificate_id)
+    assert new.renewed_from_id == old.id
+    await old.refresh_from_db()
+    assert old.status == CertificateStatus.RENEWED
