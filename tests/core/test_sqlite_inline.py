@@ -7,6 +7,8 @@ These run on a SQLite file of their own whatever KEYWARD_TEST_DB says: the backe
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -178,5 +180,91 @@ async def test_acme_steps_in_a_transaction_take_the_write_lock_first(client: Inl
             other_raw._conn.execute("COMMIT")
             results = await asyncio.wait_for(running, 5)
         assert results == [[{"n": 1}], 1], "it began after the other's commit, so its read saw that row"
+    finally:
+        await other.close()
+
+
+def _turn_is_free(database: str) -> bool:
+    """Whether a process could take the writer turn now (an exclusive flock on `<file>-writer`)."""
+    fd = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    finally:
+        os.close(fd)
+
+
+async def _until_turn_is_free(database: str) -> None:
+    for _ in range(200):
+        if _turn_is_free(database):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the writer turn was never let go")
+
+
+async def test_keyward_writers_take_turns_and_readers_do_not_wait(
+    client: InlineSqliteClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction holds this process's writer turn until it ends; another connection's write waits for
+    the turn (woken when it is let go, not polling SQLite's lock), and its reads go on meanwhile."""
+    other = await _second_connection(client, "inline-turns")
+    reader = await _second_connection(client, "inline-reader")
+    met_sqlites_lock: list[str] = []
+    is_busy = sqlite_inline._is_busy
+
+    def noting_busy(exc: sqlite3.OperationalError) -> bool:
+        met_sqlites_lock.append(str(exc))
+        return is_busy(exc)
+
+    monkeypatch.setattr(sqlite_inline, "_is_busy", noting_busy)
+    try:
+        async with client.acquire_connection() as raw:
+            await raw.execute(sqlite_inline.BEGIN)
+            await raw.execute("INSERT INTO item (body) VALUES (?)", [b"ours"])
+            assert not _turn_is_free(client.filename)
+            insert = asyncio.create_task(
+                other.execute_insert("INSERT INTO item (body) VALUES (?)", [b"theirs"])
+            )
+            await asyncio.sleep(0.2)
+            assert not insert.done(), "the other writer waits for its turn"
+            assert await reader.execute_query_dict("SELECT count(*) AS n FROM item") == [{"n": 0}]
+            await raw.commit()
+        await asyncio.wait_for(insert, 5)
+        assert await other.execute_query_dict("SELECT count(*) AS n FROM item") == [{"n": 2}]
+        assert met_sqlites_lock == [], "nobody met SQLite's lock: the turn came first"
+        await _until_turn_is_free(client.filename)
+    finally:
+        await other.close()
+        await reader.close()
+
+
+async def test_a_writer_that_stops_waiting_for_its_turn_leaves_it_free(
+    client: InlineSqliteClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_inline, "BUSY_TIMEOUT_MS", 200)
+    other = await _second_connection(client, "inline-gives-up")
+    try:
+        async with client.acquire_connection() as raw:
+            await raw.execute(sqlite_inline.BEGIN)
+            with pytest.raises(OperationalError, match="database is locked"):
+                await other.execute_insert("INSERT INTO item (body) VALUES (?)", [b"timed out"])
+            cancelled = asyncio.create_task(
+                other.execute_insert("INSERT INTO item (body) VALUES (?)", [b"x"])
+            )
+            await asyncio.sleep(0.05)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            await raw.execute("INSERT INTO item (body) VALUES (?)", [b"ours"])
+            await raw.commit()
+        # The threads that still waited got the turn when the transaction ended, and let it go at once.
+        await _until_turn_is_free(client.filename)
+        await asyncio.wait_for(other.execute_insert("INSERT INTO item (body) VALUES (?)", [b"later"]), 5)
+        rows = await client.execute_query_dict("SELECT body FROM item ORDER BY id")
+        assert rows == [{"body": b"ours"}, {"body": b"later"}]
     finally:
         await other.close()
