@@ -1,16 +1,19 @@
 """ACME throughput: Keyward against Debian's Pebble, in the same run, with the same client.
 
-    .venv/bin/python -m bench.acme_load [--clients 16,64] [--seconds 10] [--no-pebble] [--profile]
+    .venv/bin/python -m bench.acme_load [--clients 8,16,24,64] [--seconds 10] [--no-pebble] [--profile]
         [--keyward-db sqlite|postgres] [--keyward-workers N (default: one per core)]
 
 For each server and each concurrency N, N clients run at once against a freshly started server; each
 registers an account (with EAB on Keyward), then loops: new order for a fresh name -> http-01 answered by a
 responder in this process -> finalize with a fresh P-256 CSR -> download the chain. New flows start for
-`--seconds`; in-flight ones finish (bounded). Prints completed orders per second for both servers and the
-ratio Keyward/Pebble, and each server's CPU time per order (its process tree, from /proc): on a shared
-machine the rates move with the other load, the CPU per order much less. The client's own CPU per order is
-printed too: it runs on the same cores (bench.http11 keeps it small). Flows still running DRAIN_TIMEOUT after
-the window mean a stalled server; for Pebble its goroutine dump then tells which locks its handlers wait on.
+`--seconds`; in-flight ones finish (bounded). The default levels show both regimes: few clients, where a
+server's latency decides (Pebble validates and issues after answering, so its clients wait a poll), and
+more, where the two cores are the limit and CPU per order decides. Prints completed orders per second for
+both servers and the ratio Keyward/Pebble, and each server's CPU time per order (its process tree, from
+/proc): on a shared machine the rates move with the other load, the CPU per order much less. The client's
+own CPU per order is printed too: it runs on the same cores (bench.http11 keeps it small). Flows still
+running DRAIN_TIMEOUT after the window mean a stalled server; for Pebble its goroutine dump then tells which
+locks its handlers wait on.
 
 Both servers resolve names through one pebble-challtestsrv on loopback (every name -> 127.0.0.1) and
 validate against the same responder. Keyward, by default: one API process per core, as Pebble (Go) uses
@@ -717,7 +720,7 @@ async def _main(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--clients", default="16,64", help="comma-separated concurrency levels")
+    parser.add_argument("--clients", default="8,16,24,64", help="comma-separated concurrency levels")
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring window per level and server")
     parser.add_argument("--no-pebble", action="store_true", help="measure Keyward alone")
     parser.add_argument("--profile", action="store_true", help="run the Keyward server under cProfile")
