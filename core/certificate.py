@@ -32,6 +32,7 @@ from core.issuance import (
     fact_columns,
     generate_key,
     load_issuance_context,
+    mark_renewed,
     parse_request_csr,
     prepare_request,
     private_key_context,
@@ -216,21 +217,10 @@ async def renew_certificate(
         key = KeyMaterial(private_key.public_key(), private_key, algorithm)
     cert = sign(context, prepared, key)
 
-    async def mark_renewed(conn: BaseDBAsyncClient) -> None:
+    async def renew_predecessor(conn: BaseDBAsyncClient) -> None:
         # Conditional update: of two concurrent renewals exactly one succeeds (PITFALLS: renew once).
-        updated = (
-            await Certificate.filter(
-                id=old.id, status__in=[CertificateStatus.ACTIVE, CertificateStatus.EXPIRED]
-            )
-            .using_db(conn)
-            .update(
-                status=CertificateStatus.RENEWED,
-                renewal_due_at=None,  # a renewed certificate is never renewed again
-                next_renewal_attempt_at=None,
-                updated_at=datetime.now(UTC),
-            )
-        )
-        if updated == 0:
+        renewable = (CertificateStatus.ACTIVE, CertificateStatus.EXPIRED)
+        if await mark_renewed(old.id, conn, while_in=renewable) == 0:
             raise _already_renewed(old.id, await _successor(old.id, conn))
 
     options = StoreOptions(
@@ -241,7 +231,7 @@ async def renew_certificate(
         audit_action="certificate.renew",
         event_type=outbox.CERTIFICATE_RENEWED,
         extra_details={"renewed_from": str(old.id), "mode": mode.value},
-        before_insert=mark_renewed,
+        before_insert=renew_predecessor,
         after_insert=after_insert,
     )
     new = await store_certificate(context, cert, key, options)

@@ -16,7 +16,6 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -47,6 +46,7 @@ from core.issuance import (
     issue_certificate,
     load_attachment_joined,
     load_issuance_context,
+    mark_renewed,
     parse_request_csr,
     prepare_request,
     private_key_context,
@@ -714,19 +714,9 @@ async def _renew(
     )
     cert = sign(context, prepared, KeyMaterial(info.public_key, None, info.key_algorithm))
 
-    async def mark_renewed(conn: BaseDBAsyncClient) -> None:
+    async def renew_predecessor(conn: BaseDBAsyncClient) -> None:
         # Conditional: of two concurrent re-enrollments with one certificate, exactly one succeeds.
-        updated = (
-            await Certificate.filter(id=old.id, status=CertificateStatus.ACTIVE)
-            .using_db(conn)
-            .update(
-                status=CertificateStatus.RENEWED,
-                renewal_due_at=None,
-                next_renewal_attempt_at=None,
-                updated_at=datetime.now(UTC),
-            )
-        )
-        if updated == 0:
+        if await mark_renewed(old.id, conn, while_in=(CertificateStatus.ACTIVE,)) == 0:
             raise InvalidState(f"certificate {old.serial_hex} was already renewed")
 
     options = StoreOptions(
@@ -737,7 +727,7 @@ async def _renew(
         audit_action="certificate.renew",
         event_type=outbox.CERTIFICATE_RENEWED,
         extra_details={"renewed_from": str(old.id), "mode": "csr"},
-        before_insert=mark_renewed,
+        before_insert=renew_predecessor,
     )
     return await store_certificate(
         context, cert, KeyMaterial(info.public_key, None, info.key_algorithm), options

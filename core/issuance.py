@@ -861,22 +861,30 @@ async def issue_certificate(
     return await store_certificate(context, cert, key, options)
 
 
+async def mark_renewed(
+    certificate_id: uuid.UUID, conn: BaseDBAsyncClient, *, while_in: Sequence[CertificateStatus]
+) -> int:
+    """In the renewal's transaction: the predecessor, while its status is one of `while_in`, turns renewed
+    and is never renewed again; how many rows changed (0: it was not, so two renewals cannot both pass)."""
+    return await (
+        Certificate.filter(id=certificate_id, status__in=list(while_in))
+        .using_db(conn)
+        .update(
+            status=CertificateStatus.RENEWED,
+            renewal_due_at=None,
+            next_renewal_attempt_at=None,
+            updated_at=datetime.now(UTC),
+        )
+    )
+
+
 def replacing(options: StoreOptions, old: Certificate) -> StoreOptions:
     """`options` for a certificate that succeeds `old` though issued afresh (an ACME client renewing):
     a renewal in the inventory, audit and events, so syncs swap it in and `old` is neither renewed again
     nor alerted on. A revoked predecessor stays revoked; one renewed already stays as it is."""
 
-    async def mark_renewed(conn: BaseDBAsyncClient) -> None:
-        await (
-            Certificate.filter(id=old.id, status__in=[CertificateStatus.ACTIVE, CertificateStatus.EXPIRED])
-            .using_db(conn)
-            .update(
-                status=CertificateStatus.RENEWED,
-                renewal_due_at=None,
-                next_renewal_attempt_at=None,
-                updated_at=datetime.now(UTC),
-            )
-        )
+    async def mark_replaced(conn: BaseDBAsyncClient) -> None:
+        await mark_renewed(old.id, conn, while_in=(CertificateStatus.ACTIVE, CertificateStatus.EXPIRED))
 
     return dataclasses.replace(
         options,
@@ -884,5 +892,5 @@ def replacing(options: StoreOptions, old: Certificate) -> StoreOptions:
         audit_action="certificate.renew",
         event_type=outbox.CERTIFICATE_RENEWED,
         extra_details={"renewed_from": str(old.id), "mode": "replaces"},
-        before_insert=mark_renewed,
+        before_insert=mark_replaced,
     )

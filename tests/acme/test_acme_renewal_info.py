@@ -4,6 +4,7 @@ that replace a certificate (`replaces`, alreadyReplaced)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -35,10 +36,11 @@ def dns(*names: str) -> list[dict[str, str]]:
     return [{"type": "dns", "value": name} for name in names]
 
 
-async def issued(scene: Scene, *names: str) -> Certificate:
-    view = await acme_order.new_order(
-        attachment=scene.attachment, account=scene.account, payload={"identifiers": dns(*names)}
-    )
+async def issued(scene: Scene, *names: str, replacing: Certificate | None = None) -> Certificate:
+    payload: dict[str, Any] = {"identifiers": dns(*names)}
+    if replacing is not None:
+        payload["replaces"] = cert_id(replacing)
+    view = await acme_order.new_order(attachment=scene.attachment, account=scene.account, payload=payload)
     await make_authorizations_valid(view.order.authorization_ids)
     view = await acme_order.finalize_order(
         attachment=scene.attachment,
@@ -169,23 +171,9 @@ async def test_replaces_is_checked_against_the_account_and_the_names(scene: Scen
     assert "replaces" not in order_object(scene.attachment, plain)
 
 
-async def _finalize_replacing(scene: Scene, old: Certificate, *names: str) -> Certificate:
-    payload = {"identifiers": dns(*names), "replaces": cert_id(old)}
-    view = await acme_order.new_order(attachment=scene.attachment, account=scene.account, payload=payload)
-    await make_authorizations_valid(view.order.authorization_ids)
-    view = await acme_order.finalize_order(
-        attachment=scene.attachment,
-        account=scene.account,
-        order_id=str(view.order.id),
-        payload={"csr": acme_csr(list(names))},
-    )
-    assert view.status == "valid"
-    return await Certificate.get(id=view.order.certificate_id)
-
-
 async def test_the_replacing_certificate_renews_the_one_it_replaces(scene: Scene) -> None:
     old = await issued(scene, "ari.example.com")
-    new = await _finalize_replacing(scene, old, "ari.example.com", "www.ari.example.com")
+    new = await issued(scene, "ari.example.com", "www.ari.example.com", replacing=old)
     assert new.renewed_from_id == old.id
     await old.refresh_from_db()
     # Renewed: the worker neither renews it again nor alerts on its expiry; syncs swap the new one in.
@@ -210,7 +198,7 @@ async def test_a_revoked_certificate_replaced_stays_revoked(scene: Scene) -> Non
     await revoke_certificate(
         actor=Actor.system(scene.org.id, "tests"), certificate_id=old.id, reason="keyCompromise"
     )
-    new = await _finalize_replacing(scene, old, "ari.example.com")
+    new = await issued(scene, "ari.example.com", replacing=old)
     assert new.renewed_from_id == old.id
     await old.refresh_from_db()
     assert old.status == CertificateStatus.REVOKED
