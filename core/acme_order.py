@@ -666,9 +666,6 @@ async def finalize_order(
 
     try:
         application = await _application_of(attachment)
-        replaces = None
-        if order.replaces_certificate_id is not None:  # RFC 9773: this order renews that certificate
-            replaces = await Certificate.get_or_none(id=order.replaces_certificate_id)
         certificate = await issue_certificate(
             actor=acme_actor(account, attachment),
             application_id=attachment.application_id,
@@ -681,7 +678,7 @@ async def finalize_order(
             attachment=attachment,
             approval_correlation=str(order.id),
             parsed_csr=csr_info,
-            replaces=replaces,
+            replaces_certificate_id=order.replaces_certificate_id,  # RFC 9773: it renews that one
         )
     except ApprovalPending:
         # Held by an approval policy: the order stays processing until core.approval decides it.

@@ -829,11 +829,10 @@ async def _issue(row: ApprovalRequest, actor: Actor) -> Certificate:
             after_insert=record,
         )
     application = await Application.get(id=row.application_id)
-    replaces = None
+    replaces = None  # an ACME order's certificate to renew (RFC 9773), as finalize would have passed it
     if row.method == EnrollmentMethod.ACME.value and row.correlation is not None:
         order = await AcmeOrder.get_or_none(id=row.correlation)
-        if order is not None and order.replaces_certificate_id is not None:
-            replaces = await Certificate.get_or_none(id=order.replaces_certificate_id)
+        replaces = order.replaces_certificate_id if order is not None else None
     return await issue_certificate(
         actor=actor,
         application_id=row.application_id,
@@ -851,7 +850,7 @@ async def _issue(row: ApprovalRequest, actor: Actor) -> Certificate:
         application=application,
         after_insert=record,
         approved_request_id=row.id,
-        replaces=replaces,
+        replaces_certificate_id=replaces,
     )
 
 

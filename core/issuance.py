@@ -736,7 +736,7 @@ async def issue_certificate(
     approval_correlation: str | None = None,
     approved_request_id: uuid.UUID | None = None,
     parsed_csr: pki_csr.CsrInfo | None = None,
-    replaces: Certificate | None = None,
+    replaces_certificate_id: uuid.UUID | None = None,
 ) -> Certificate:
     """Issue from a CSR, or with a server-generated key from subject/SANs; policy checked on every path.
 
@@ -744,8 +744,8 @@ async def issue_certificate(
     unless `approved_request_id` says this is that request, approved. `approval_correlation`: the
     protocol's handle (ACME order, EST retry key, SCEP transaction) stored with the request.
     `parsed_csr`: the caller's own parse of `csr` (ACME checks the names first), not parsed again.
-    `replaces`: the certificate this one succeeds (an ACME order's `replaces`, RFC 9773), stored as its
-    predecessor and, while active or expired, marked renewed with it (see replacing).
+    `replaces_certificate_id`: the certificate this one succeeds (an ACME order's `replaces`, RFC 9773),
+    stored as its predecessor and, while active or expired, marked renewed with it (see replacing).
     """
     if source_address is not None:
         actor = dataclasses.replace(actor, source_address=source_address)
@@ -856,8 +856,10 @@ async def issue_certificate(
         renew_before_days=attachment.api_renew_before_days or profile.renew_before_days,
         after_insert=after_insert,
     )
-    if replaces is not None:
-        options = replacing(options, replaces)
+    if replaces_certificate_id is not None:
+        replaced = await Certificate.get_or_none(id=replaces_certificate_id)
+        if replaced is not None:
+            options = replacing(options, replaced)
     return await store_certificate(context, cert, key, options)
 
 
