@@ -215,8 +215,11 @@ class InlineConnection:
                     raise
             return await asyncio.to_thread(self._waiting, call)
         finally:
-            if writer is not None and not self._conn.in_transaction:
-                writer.release()
+            self._end_turn_unless_in_transaction()
+
+    def _end_turn_unless_in_transaction(self) -> None:
+        if self._writer is not None and not self._conn.in_transaction:
+            self._writer.release()
 
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
         cursor = await self._run(lambda: self._conn.execute(sql, parameters or ()), sql)
@@ -270,8 +273,7 @@ class InlineConnection:
             try:
                 await asyncio.to_thread(self._waiting, self._conn.commit)
             finally:
-                if self._writer is not None and not self._conn.in_transaction:
-                    self._writer.release()
+                self._end_turn_unless_in_transaction()
         else:
             await self._run(self._conn.commit, "COMMIT")
 
