@@ -4,9 +4,12 @@ http-01 (standalone) against the live server; the certificates land in the appli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shlex
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,24 +78,60 @@ def dirs(tmp_path: Path) -> list[str]:
     ]
 
 
-def certonly(certbot: str, common: list[str], standalone: list[str], target: AcmeTarget, name: str) -> None:
-    """Obtain: registers the account with EAB, answers http-01 from certbot's standalone server."""
-    run(
-        [
-            certbot,
-            "certonly",
-            *common,
-            *standalone,
-            "--agree-tos",
-            "-m",
-            "ops@certbot.example.com",
-            f"--eab-kid={target.eab_kid}",
-            # The "=" form: a base64url key may begin with "-", which argparse takes for an option.
-            f"--eab-hmac-key={target.eab_hmac_key}",
-            "-d",
-            name,
-        ]
-    )
+@dataclass
+class Certbot:
+    """certbot against one ACME target, its state under tmp_path, http-01 on a port of its own."""
+
+    binary: str
+    target: AcmeTarget
+    tmp_path: Path
+    http_port: int = field(default_factory=free_port)
+
+    @property
+    def common(self) -> list[str]:
+        return ["--non-interactive", "--server", self.target.directory_url, *dirs(self.tmp_path)]
+
+    @property
+    def standalone(self) -> list[str]:
+        return ["--standalone", "--http-01-port", str(self.http_port), "--http-01-address", "127.0.0.1"]
+
+    def live(self, name: str) -> Path:
+        """The current certificate of the lineage `name`."""
+        return self.tmp_path / "config" / "live" / name / "cert.pem"
+
+    @contextlib.contextmanager
+    def validated(self) -> Iterator[None]:
+        """The live server validates http-01 on certbot's port, resolving names through a loopback DNS."""
+        with (
+            challtestsrv(tool_or_skip("pebble-challtestsrv")) as dns,
+            acme_settings(http01_port=self.http_port, dns_resolver=dns.dns_address),
+        ):
+            yield
+
+    def certonly(self, name: str) -> int:
+        """Obtain: registers the account with EAB, answers http-01 from certbot's standalone server; the
+        serial of the certificate obtained."""
+        run(
+            [
+                self.binary,
+                "certonly",
+                *self.common,
+                *self.standalone,
+                "--agree-tos",
+                "-m",
+                "ops@certbot.example.com",
+                f"--eab-kid={self.target.eab_kid}",
+                # The "=" form: a base64url key may begin with "-", which argparse takes for an option.
+                f"--eab-hmac-key={self.target.eab_hmac_key}",
+                "-d",
+                name,
+            ]
+        )
+        return serial_of_file(self.live(name))
+
+
+async def certbot_for(organization_id: Any, tmp_path: Path) -> Certbot:
+    return Certbot(certbot_binary(), await make_acme_target(organization_id), tmp_path)
 
 
 async def inventory(gql: GraphQL, token: str, application_id: Any) -> dict[str, dict[str, Any]]:
@@ -105,38 +144,36 @@ async def inventory(gql: GraphQL, token: str, application_id: Any) -> dict[str, 
 async def test_certbot_obtains_renews_and_revokes_with_eab_over_http01(
     live_server: str, org_admin: OrgAdmin, gql: GraphQL, tmp_path: Path
 ) -> None:
-    certbot = certbot_binary()
-    target = await make_acme_target(org_admin.organization_id)
-    http_port = free_port()
-    name = "www.certbot.example.com"
-    common = ["--non-interactive", "--server", target.directory_url, *dirs(tmp_path)]
-    standalone = ["--standalone", "--http-01-port", str(http_port), "--http-01-address", "127.0.0.1"]
-    with (
-        challtestsrv(tool_or_skip("pebble-challtestsrv")) as dns,
-        acme_settings(http01_port=http_port, dns_resolver=dns.dns_address),
-    ):
+    certbot = await certbot_for(org_admin.organization_id, tmp_path)
+    target, common, name = certbot.target, certbot.common, "www.certbot.example.com"
+    with certbot.validated():
         # 1. Obtain.
-        await asyncio.to_thread(certonly, certbot, common, standalone, target, name)
-        live = tmp_path / "config" / "live" / name
-        first_serial = serial_of_file(live / "cert.pem")
+        first_serial = await asyncio.to_thread(certbot.certonly, name)
 
         # 2. Renew now (the account exists, so no EAB this time).
         await asyncio.to_thread(
             run,
-            [certbot, "renew", *common, *standalone, "--force-renewal", "--no-random-sleep-on-renew"],
+            [
+                certbot.binary,
+                "renew",
+                *common,
+                *certbot.standalone,
+                "--force-renewal",
+                "--no-random-sleep-on-renew",
+            ],
         )
-        second_serial = serial_of_file(live / "cert.pem")
+        second_serial = serial_of_file(certbot.live(name))
         assert second_serial != first_serial
 
         # 3. Revoke the renewed one, signed by the account key, reason keyCompromise.
         await asyncio.to_thread(
             run,
             [
-                certbot,
+                certbot.binary,
                 "revoke",
                 *common,
                 "--cert-path",
-                str(live / "cert.pem"),
+                str(certbot.live(name)),
                 "--reason",
                 "keycompromise",
                 "--no-delete-after-revoke",
@@ -170,26 +207,17 @@ async def test_certbot_renew_asks_renewal_information_and_replaces_a_revoked_cer
     """ARI (RFC 9773): `certbot renew` without --force asks the directory's renewalInfo about the
     certificate. A fresh one is not due and is kept; once revoked in Keyward its window has passed and
     certbot replaces it."""
-    certbot = certbot_binary()
-    target = await make_acme_target(org_admin.organization_id)
-    http_port = free_port()
-    name = "ari.certbot.example.com"
-    common = ["--non-interactive", "--server", target.directory_url, *dirs(tmp_path)]
-    standalone = ["--standalone", "--http-01-port", str(http_port), "--http-01-address", "127.0.0.1"]
-    renew = [certbot, "renew", *common, *standalone, "--no-random-sleep-on-renew"]
+    certbot = await certbot_for(org_admin.organization_id, tmp_path)
+    target, name = certbot.target, "ari.certbot.example.com"
+    renew = [certbot.binary, "renew", *certbot.common, *certbot.standalone, "--no-random-sleep-on-renew"]
 
     def certbot_log() -> str:
         """Every run's debug log (certbot rotates letsencrypt.log to .1, .2, ... at each run)."""
         return "".join(path.read_text() for path in sorted((tmp_path / "logs").glob("letsencrypt.log*")))
 
     renewal_conf = tmp_path / "config" / "renewal" / f"{name}.conf"
-    with (
-        challtestsrv(tool_or_skip("pebble-challtestsrv")) as dns,
-        acme_settings(http01_port=http_port, dns_resolver=dns.dns_address),
-    ):
-        await asyncio.to_thread(certonly, certbot, common, standalone, target, name)
-        live = tmp_path / "config" / "live" / name
-        first_serial = serial_of_file(live / "cert.pem")
+    with certbot.validated():
+        first_serial = await asyncio.to_thread(certbot.certonly, name)
         first = await Certificate.get(
             application_id=target.application.id, serial_hex=serial_hex(first_serial)
         )
@@ -198,7 +226,7 @@ async def test_certbot_renew_asks_renewal_information_and_replaces_a_revoked_cer
 
         # 1. Not due: certbot asked (its debug log has the request and our 200) and kept the certificate.
         await asyncio.to_thread(run, renew)
-        assert serial_of_file(live / "cert.pem") == first_serial
+        assert serial_of_file(certbot.live(name)) == first_serial
         text = certbot_log()
         assert f"Sending GET request to {ari_url}" in text
         assert "An error occurred requesting ACME Renewal Information" not in text
@@ -210,7 +238,7 @@ async def test_certbot_renew_asks_renewal_information_and_replaces_a_revoked_cer
         )
         renewal_conf.write_text(re.sub(r"(?m)^ari_retry_after = .*$", "", renewal_conf.read_text()))
         await asyncio.to_thread(run, renew)
-        assert serial_of_file(live / "cert.pem") != first_serial
+        assert serial_of_file(certbot.live(name)) != first_serial
         assert certbot_log().count(f"Sending GET request to {ari_url}") == 2
 
 
