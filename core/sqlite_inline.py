@@ -54,9 +54,13 @@ T = TypeVar("T")
 
 # How long a statement waits for another process's write lock (sqlite3's own default, 5 s).
 BUSY_TIMEOUT_MS = 5000
-# The checkpointer looks this often, and copies the WAL back once it holds this much.
+# The checkpointer copies the WAL back this often, and has the log start over once it holds this much.
 CHECKPOINT_EVERY_SECONDS = 0.5
-CHECKPOINT_WAL_BYTES = 1 << 20
+CHECKPOINT_WAL_BYTES = 4 << 20
+# The log file keeps up to this much of its size when it starts over.
+WAL_KEPT_BYTES = 64 << 20
+# How long a restarting checkpoint waits for readers to leave the log (writers wait meanwhile).
+RESTART_WAIT_MS = 200
 
 
 # What starts every transaction here (see the module doc).
@@ -126,6 +130,12 @@ class WriterTurn:
                 if isinstance(exc, TimeoutError):
                     raise sqlite3.OperationalError("database is locked (another writer's turn)") from None
                 raise
+        self.held = True
+
+    def take_blocking(self) -> None:
+        """For a thread of its own (the checkpointer's): wait here until it is this turn."""
+        assert fcntl is not None
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
         self.held = True
 
     def release(self) -> None:
@@ -293,31 +303,48 @@ class InlineConnection:
 class Checkpointer(threading.Thread):
     """Copies a WAL database's log back into its file, on a connection and thread of its own.
 
-    PASSIVE: it never waits for, nor blocks, the serving connection's readers and writers; whatever it
-    could not copy this time it copies next time. Closing the last connection checkpoints the rest."""
+    PASSIVE first: it never waits for, nor blocks, the serving connections; whatever it could not copy this
+    time it copies next time. But under a steady stream of commits the log never empties by itself (a new
+    frame always lands while the copy runs), and SQLite only starts writing at the log's beginning again
+    once a checkpoint found nothing left: the file then grows without end, every commit appending to
+    fresh disk blocks the kernel must allocate and zero. So once the log holds CHECKPOINT_WAL_BYTES, a
+    RESTART follows the passive copy, during this process's turn at writing: the few frames that came
+    meanwhile are copied, readers leave the log, and the next commit writes at its beginning again, into
+    blocks the file already has. Closing the last connection checkpoints the rest."""
 
     def __init__(self, path: str) -> None:
         super().__init__(name="sqlite-checkpointer", daemon=True)
         self._path = path
-        self._wal = f"{path}-wal"
         self._stopping = threading.Event()
 
     def run(self) -> None:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        writer = WriterTurn(self._path) if fcntl is not None else None
         try:
+            page_size = connection.execute("PRAGMA page_size").fetchone()[0]
             while not self._stopping.wait(CHECKPOINT_EVERY_SECONDS):
-                if self._wal_bytes() >= CHECKPOINT_WAL_BYTES:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames * page_size >= CHECKPOINT_WAL_BYTES:
+                    self._restart(connection, writer)
         except sqlite3.Error:
             return  # the database went away (deleted, closed): nothing left to copy
         finally:
             connection.close()
+            if writer is not None:
+                writer.close()
 
-    def _wal_bytes(self) -> int:
+    @staticmethod
+    def _restart(connection: sqlite3.Connection, writer: WriterTurn | None) -> None:
+        """RESTART blocks writers while it waits for readers: only briefly (readers here are single
+        statements), and if they take longer the log restarts next time instead."""
+        if writer is not None:
+            writer.take_blocking()
         try:
-            return os.path.getsize(self._wal)
-        except OSError:
-            return 0
+            connection.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+            connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        finally:
+            if writer is not None:
+                writer.release()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -346,7 +373,14 @@ class InlineSqliteClient(SqliteClient):
             return
         connection = InlineConnection(self.filename)
         connection._conn.row_factory = sqlite3.Row
-        for pragma, value in {**self.pragmas, "synchronous": self.pragmas.get("synchronous", "FULL")}.items():
+        pragmas = {
+            **self.pragmas,
+            "synchronous": self.pragmas.get("synchronous", "FULL"),
+            # Tortoise's 16 KiB would cut the log back at every restart, and regrowing it costs what the
+            # restart saves (fresh blocks to allocate and zero): keep what a busy server's log reaches.
+            "journal_size_limit": max(int(self.pragmas.get("journal_size_limit", 0)), WAL_KEPT_BYTES),
+        }
+        for pragma, value in pragmas.items():
             cursor = await connection.execute(f"PRAGMA {pragma}={value}")
             await cursor.close()
         connection.configured(self.filename)
