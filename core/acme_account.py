@@ -20,6 +20,8 @@ from core import acme_sql, audit, runtime
 from core.authz import Actor
 from core.issuance import attachment_from_row, attachment_statement
 from core.legacy.endpoints import is_legacy_attachment
+from core.nonce_ledger import NonceLedger
+from core.sqlite_inline import nonce_ledger_of
 from models.acme import AcmeAccount, AcmeNonce, AcmeOrder
 from models.application import ApplicationProfile
 from pki import sealing
@@ -136,7 +138,13 @@ async def load_acme_post(
         legacy=legacy,
     )
     steps: list[acme_sql.Step] = []
-    replacement = _replace_nonce_step(nonce, dialect)
+    used: UsedNonce | None = None
+    replacement = None
+    ledger = nonce_ledger_of(connection)
+    if ledger is not None:
+        used = _replace_in_ledger(ledger, nonce)
+    else:
+        replacement = _replace_nonce_step(nonce, dialect)
     if replacement is not None:
         steps.append(replacement[0])
     steps.append(("rows", query, values))
@@ -144,7 +152,6 @@ async def load_acme_post(
     if prefetched is not None:
         steps += prefetched.steps
     results = await acme_sql.run_steps(steps)
-    used: UsedNonce | None = None
     if replacement is not None and nonce is not None:
         used = UsedNonce(nonce, bool(results[0]))
         if used.used:
@@ -287,8 +294,11 @@ async def new_nonce() -> str:
     reply = _reply_nonce.get()
     if reply:
         return reply.pop()  # minted when this request's nonce was used (consume_nonce)
-    value = secrets.token_urlsafe(24)
     now = datetime.now(UTC)
+    ledger = nonce_ledger_of(AcmeNonce._meta.db)
+    if ledger is not None:
+        return ledger.issue(_epoch(now + NONCE_TTL))
+    value = secrets.token_urlsafe(24)
     dialect = AcmeNonce._meta.db.capabilities.dialect
     await acme_sql.run_steps(
         [("count", _nonce_query("insert", dialect), [value, _expiry_value(now + NONCE_TTL)])]
@@ -313,6 +323,21 @@ def _replace_nonce_step(value: str | None, dialect: str) -> tuple[acme_sql.Step,
     return ("count", _nonce_query("replace", dialect), values), fresh
 
 
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _replace_in_ledger(ledger: NonceLedger, value: str | None) -> UsedNonce | None:
+    """As _replace_nonce_step, on a SQLite file's nonce ledger: used up at once, the answer's nonce kept."""
+    reply = _reply_nonce.get()
+    if value is None or len(value) > 64 or reply is None or reply:
+        return None
+    now = datetime.now(UTC)
+    used, fresh = ledger.replace(value, _epoch(now), _epoch(now + NONCE_TTL))
+    reply.append(fresh)
+    return UsedNonce(value, used)
+
+
 async def _replaced(fresh: str) -> None:
     """`fresh` replaced this request's nonce: its answer carries it."""
     reply = _reply_nonce.get()
@@ -324,10 +349,17 @@ async def _replaced(fresh: str) -> None:
 async def consume_nonce(value: str) -> None:
     """Use the nonce up atomically, so only the first request with it finds it; a replay not.
 
-    Within a reply_nonce_scope the row is rewritten to the answer's fresh nonce (one statement for both),
-    elsewhere deleted.
+    Within a reply_nonce_scope the answer's fresh nonce takes its place (one statement for both, or one
+    critical section of a SQLite file's ledger), elsewhere it is only used up.
     """
-    if len(value) <= 64:
+    ledger = nonce_ledger_of(AcmeNonce._meta.db)
+    if ledger is not None:
+        used = _replace_in_ledger(ledger, value)
+        if used is None:  # outside a reply scope: only used up
+            used = UsedNonce(value, len(value) <= 64 and ledger.use(value, _epoch(datetime.now(UTC))))
+        if used.used:
+            return
+    elif len(value) <= 64:
         connection = AcmeNonce._meta.db
         dialect = connection.capabilities.dialect
         now = datetime.now(UTC)

@@ -15,7 +15,7 @@ Disk flushes stay off the loop's thread too. Commits are durable (WAL, synchrono
 COMMIT, which waits for the disk, runs in a thread while the loop goes on with other requests. The WAL is
 copied back into the database by a checkpointer thread on its own connection rather than by whichever
 commit crosses SQLite's threshold (a checkpoint writes and flushes the database file: milliseconds). And
-callers may mark work as bookkeeping (`relaxed`, used for ACME nonces and order state): its commits are
+callers may mark work as bookkeeping (`relaxed`, used for ACME protocol state): its commits are
 not flushed on their own; the next durable commit flushes them with it, so a power loss can roll back
 only the last bookkeeping, never a certificate.
 
@@ -46,9 +46,11 @@ try:
 except ImportError:  # not on Windows: there SQLite's busy handler alone takes turns
     fcntl = None  # type: ignore[assignment]
 
-from tortoise.backends.base.client import TransactionContext
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionContext, SqliteTransactionWrapper
 from tortoise.exceptions import TransactionManagementError
+
+from core.nonce_ledger import NonceLedger
 
 T = TypeVar("T")
 
@@ -167,6 +169,8 @@ class InlineConnection:
         self._relaxing = False
         self._checkpointer: Checkpointer | None = None
         self._writer: WriterTurn | None = None
+        self._shared_file: str | None = None  # the database file, when other processes may open it too
+        self._nonce_ledger: NonceLedger | None = None
 
     @property
     def total_changes(self) -> int:
@@ -178,6 +182,7 @@ class InlineConnection:
         self._synchronous = self._level = ("OFF", "NORMAL", "FULL", "EXTRA")[level]
         if fcntl is not None and path and path != ":memory:" and not path.startswith("file:"):
             self._writer = WriterTurn(path)
+            self._shared_file = path
         if str(self._conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
             return
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -290,7 +295,17 @@ class InlineConnection:
     async def rollback(self) -> None:
         await self._run(self._conn.rollback, "ROLLBACK")
 
+    def nonce_ledger(self) -> NonceLedger | None:
+        """The ACME nonces of the processes on this file (core.nonce_ledger), opened on first use; None
+        where no other process shares the database (in memory) or flock is missing (Windows)."""
+        if self._nonce_ledger is None and self._shared_file is not None:
+            self._nonce_ledger = NonceLedger(f"{self._shared_file}-nonces")
+        return self._nonce_ledger
+
     async def close(self) -> None:
+        if self._nonce_ledger is not None:
+            self._nonce_ledger.close()
+            self._nonce_ledger = None
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None
@@ -386,6 +401,13 @@ class InlineSqliteClient(SqliteClient):
         connection.configured(self.filename)
         self._connection = connection  # type: ignore[assignment]  # aiosqlite's interface, inline
         await self._post_connect()
+
+
+def nonce_ledger_of(client: BaseDBAsyncClient) -> NonceLedger | None:
+    """The nonce ledger beside the SQLite file `client` (or its transaction) works on; None on PostgreSQL
+    and wherever InlineConnection.nonce_ledger gives none."""
+    raw = getattr(client, "_connection", None)
+    return raw.nonce_ledger() if isinstance(raw, InlineConnection) else None
 
 
 client_class = InlineSqliteClient

@@ -20,6 +20,7 @@ from core.acme_account import acme_url
 from core.authz import Actor
 from models import AcmeAccount, AcmeNonce, Application, ApplicationProfile, AuditEvent
 from pki.acme import jws
+from pki.acme.problem import AcmeProblem
 
 JOSE = {"Content-Type": "application/jose+json"}
 PROBLEM = "application/problem+json"
@@ -176,7 +177,10 @@ async def test_new_nonce(directory: Directory) -> None:
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["Link"] == f'<{directory.url("directory")}>;rel="index"'
     assert head.headers["Replay-Nonce"] != get.headers["Replay-Nonce"]
-    assert await AcmeNonce.filter(value=head.headers["Replay-Nonce"]).exists()
+    # Stored where every process finds it (the table, or a SQLite file's ledger), usable once.
+    await acme_account.consume_nonce(head.headers["Replay-Nonce"])
+    with pytest.raises(AcmeProblem, match="already used"):
+        await acme_account.consume_nonce(head.headers["Replay-Nonce"])
 
 
 # newAccount --------------------------------------------------------------------------------------------
@@ -642,18 +646,23 @@ async def test_enable_rotate_disable_over_graphql(
         assert secret not in logged
 
 
-async def test_expired_nonce_is_refused_and_purged(directory: Directory) -> None:
+async def test_expired_nonce_is_refused(directory: Directory, monkeypatch: pytest.MonkeyPatch) -> None:
     key = _key()
-    nonce = await directory.nonce()
-    await AcmeNonce.filter(value=nonce).update(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    with monkeypatch.context() as patch:
+        patch.setattr(acme_account, "NONCE_TTL", timedelta(seconds=-1))
+        nonce = await directory.nonce()  # expired as it was made
     expired = await directory.post(
         "new-account", {"externalAccountBinding": directory.eab(key)}, key=key, nonce=nonce
     )
     _problem(expired, "badNonce")
     assert await AcmeAccount.all().count() == 0
-    live = await directory.nonce()
-    stale = await directory.nonce()
-    await AcmeNonce.filter(value=stale).update(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+
+
+async def test_expired_nonces_are_purged_from_the_table(directory: Directory) -> None:
+    """The table keeps PostgreSQL's nonces (a SQLite file's ledger reuses its slots instead)."""
+    now = datetime.now(UTC)
+    live = (await AcmeNonce.create(value="live-nonce", expires_at=now + timedelta(hours=1))).value
+    stale = (await AcmeNonce.create(value="stale-nonce", expires_at=now - timedelta(seconds=1))).value
     assert await acme_account.purge_expired_nonces() >= 1
     assert not await AcmeNonce.filter(value=stale).exists()
     assert await AcmeNonce.filter(value=live).exists()
