@@ -273,8 +273,9 @@ def prefetch_new_order(account_id: uuid.UUID, payload: Any) -> acme_sql.Prefetch
 
 
 def prefetch_order(order_id: str) -> acme_sql.Prefetch | None:
-    """The order and its authorizations, read with the request; a pending order whose authorizations are
-    all valid is stored as ready in the same trip (refresh_order derives that status anyway)."""
+    """The order and its authorizations, read with the request. Only read: refresh_order stores a pending
+    order as ready once, on the poll that first finds its authorizations valid; a promoting statement here
+    was a write on every poll and finalize (on SQLite, a turn at the writer's lock each time)."""
     try:
         parsed = uuid.UUID(str(order_id))
     except ValueError:
@@ -282,8 +283,8 @@ def prefetch_order(order_id: str) -> acme_sql.Prefetch | None:
     return acme_sql.Prefetch(
         "order",
         parsed,
-        [acme_sql.order_ready_step(parsed, _now()), acme_sql.order_step(parsed)],
-        lambda results: acme_sql.order_from_rows(results[1]),
+        [acme_sql.order_step(parsed)],
+        lambda results: acme_sql.order_from_rows(results[0]),
     )
 
 

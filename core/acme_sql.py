@@ -273,32 +273,6 @@ async def order_with_authorizations(
     return order_from_rows(await _rows(connection(), text, values))
 
 
-def _ready_sql(dialect: str) -> str:
-    if dialect == "sqlite":
-        ids = 'json_each(o."authorization_ids") j LEFT JOIN {a} a ON a."id" = j."value"'
-        count = 'json_array_length(o."authorization_ids")'
-    else:
-        ids = 'jsonb_array_elements_text(o."authorization_ids") j(v) LEFT JOIN {a} a ON a."id" = j.v::uuid'
-        count = 'jsonb_array_length(o."authorization_ids")'
-    ids = ids.format(a=_table(AcmeAuthorization))
-    return (
-        f'UPDATE {_table(AcmeOrder)} AS o SET "status" = ?, "error" = NULL, "updated_at" = ? '
-        f'WHERE o."id" = ? AND o."status" = ? AND o."expires_at" > ? AND {count} > 0 AND NOT EXISTS '
-        f'(SELECT 1 FROM {ids} WHERE a."id" IS NULL OR a."status" <> ? OR a."expires_at" <= ?)'
-    )
-
-
-def order_ready_step(order_id: uuid.UUID, now: datetime) -> Step:
-    """A pending, unexpired order whose every authorization is valid and unexpired becomes ready.
-
-    The status the order's authorizations already give it (core.acme_order.refresh_order derives the same
-    and still runs on what is read); stored here so a poll costs no separate write."""
-    conn = connection()
-    moment = _db(AcmeOrder, "updated_at", now)
-    values = ["ready", moment, order_id, "pending", moment, "valid", moment]
-    return "count", _sql(conn, "order-ready", _ready_sql), _args(conn, values)
-
-
 def _status_update_sql(model: type[Model], fields: tuple[str, ...]) -> Any:
     def build(dialect: str) -> str:
         assignments = ", ".join(f'"{field}" = ?' for field in fields)

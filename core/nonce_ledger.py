@@ -67,7 +67,12 @@ class NonceLedger:
                 if os.fstat(self._fd).st_size >= _HEADER_BYTES + existing * _SLOT.size:
                     return int(existing)
         os.ftruncate(self._fd, 0)
-        os.ftruncate(self._fd, _HEADER_BYTES + slots * _SLOT.size)
+        size = _HEADER_BYTES + slots * _SLOT.size
+        os.ftruncate(self._fd, size)
+        if hasattr(os, "posix_fallocate"):
+            # Blocks on disk now: a page of a sparse mapping first written on a full disk kills the process
+            # (SIGBUS); here the disk being full fails this call instead.
+            os.posix_fallocate(self._fd, 0, size)
         os.pwrite(self._fd, _HEADER.pack(_MAGIC, slots, 0), 0)
         return slots
 

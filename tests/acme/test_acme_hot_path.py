@@ -374,7 +374,6 @@ async def test_every_statement_of_an_order_uses_an_index(scene: Scene) -> None:
         ("rows", attachment_sql, attachment_values),
         nonce[0],
         acme_sql.order_step(some),
-        acme_sql.order_ready_step(some, now),
         acme_sql.update_order_step(some, expected_status="ready", status="processing", updated_at=now),
         acme_sql.reusable_step(some, ["a.example.com"], now),
         acme_sql.authorization_step(some),
