@@ -114,7 +114,7 @@ async def _sqlite_steps(raw: InlineConnection, steps: Sequence[Step], transactio
     """On the SQLite connection (held under its lock): the steps in order, in BEGIN..COMMIT if asked.
 
     ACME's protocol state, not flushed to disk on its own (core.sqlite_inline `relaxed`): a power loss
-    may roll back the last nonce or order step, and the client retries; certificates commit durably."""
+    may roll back the last order step, and the client retries; certificates commit durably."""
     with raw.relaxed():
         return await _sqlite_steps_relaxed(raw, steps, transaction)
 
