@@ -355,7 +355,7 @@ async def consume_nonce(value: str) -> None:
     ledger = nonce_ledger_of(AcmeNonce._meta.db)
     if ledger is not None:
         used = _replace_in_ledger(ledger, value)
-        if used is None:  # outside a reply scope: only used up
+        if used is None:  # no answer waiting for a fresh nonce: only used up
             used = UsedNonce(value, len(value) <= 64 and ledger.use(value, _epoch(datetime.now(UTC))))
         if used.used:
             return

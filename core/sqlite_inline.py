@@ -337,10 +337,12 @@ class Checkpointer(threading.Thread):
         writer = WriterTurn(self._path) if fcntl is not None else None
         try:
             page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+            restarted_at = 0  # the log's length when it was last made to start over (unchanged: idle)
             while not self._stopping.wait(CHECKPOINT_EVERY_SECONDS):
                 _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if frames * page_size >= CHECKPOINT_WAL_BYTES:
-                    self._restart(connection, writer)
+                if frames * page_size >= CHECKPOINT_WAL_BYTES and frames != restarted_at:
+                    if self._restart(connection, writer):
+                        restarted_at = frames
         except sqlite3.Error:
             return  # the database went away (deleted, closed): nothing left to copy
         finally:
@@ -349,14 +351,15 @@ class Checkpointer(threading.Thread):
                 writer.close()
 
     @staticmethod
-    def _restart(connection: sqlite3.Connection, writer: WriterTurn | None) -> None:
+    def _restart(connection: sqlite3.Connection, writer: WriterTurn | None) -> bool:
         """RESTART blocks writers while it waits for readers: only briefly (readers here are single
-        statements), and if they take longer the log restarts next time instead."""
+        statements), and if they take longer the log restarts next time instead. Whether it did now."""
         if writer is not None:
             writer.take_blocking()
         try:
             connection.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
-            connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            busy, _, _ = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            return not busy
         finally:
             if writer is not None:
                 writer.release()
