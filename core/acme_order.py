@@ -14,6 +14,7 @@ from typing import Any
 
 from cryptography import x509
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
 from core import acme_renewal, acme_sql, runtime
 from core import certificate as certificate_service
@@ -399,7 +400,13 @@ async def new_order(
     )
     # One statement per table (authorizations, challenges, the order), all or nothing, in one trip.
     rows: list[list[Any]] = [fresh, challenges, [order]]
-    await acme_sql.run_steps([acme_sql.insert_step(part) for part in rows if part], transaction=True)
+    inserts = [acme_sql.insert_step(part) for part in rows if part]
+    if replaced is None:
+        await acme_sql.run_steps(inserts, transaction=True)
+    else:
+        async with in_transaction() as connection:
+            await acme_renewal.claim_replacement(replaced.id, payload["replaces"], now, connection)
+            await acme_sql.run_steps(inserts)
     for part in rows:
         acme_sql.saved(part)
     return OrderView(order, authorizations)

@@ -7,10 +7,12 @@ clients (certbot's `renew`, lego) replace it at once.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 
 from core.issuance import renewal_point
@@ -80,7 +82,8 @@ async def replaced_certificate(
     now: datetime,
 ) -> Certificate:
     """The certificate a new order's `replaces` names (RFC 9773 §5), checked: issued here to this account,
-    sharing an identifier with the order, and not already being replaced by another live order."""
+    sharing an identifier with the order, and not already being replaced by another live order (checked
+    again by claim_replacement in the transaction that stores the order)."""
     if not isinstance(replaces, str):
         raise AcmeProblem("malformed", "`replaces` must be a certificate identifier string")
     certificate = await _named_certificate(attachment, replaces)
@@ -91,9 +94,28 @@ async def replaced_certificate(
     held = [SubjectAltName(item["type"], item["value"]) for item in certificate.sans]
     if not san_keys(sans) & san_keys(held):
         raise AcmeProblem("malformed", f"this order shares no identifier with certificate {replaces}")
+    await _refuse_if_replaced(certificate.id, replaces, now, None)
+    return certificate
+
+
+async def claim_replacement(
+    certificate_id: uuid.UUID, replaces: str, now: datetime, connection: BaseDBAsyncClient
+) -> None:
+    """In the transaction storing an order that replaces the certificate: refuse it when another live order
+    already does. The certificate's row is locked first on PostgreSQL, so of two orders racing to replace
+    it the second waits and then sees the first; SQLite's transactions (IMMEDIATE) run one at a time."""
+    if connection.capabilities.dialect == "postgres":
+        lock = f'SELECT 1 FROM "{Certificate._meta.db_table}" WHERE "id" = $1 FOR UPDATE'
+        await connection.execute_query(lock, [certificate_id])
+    await _refuse_if_replaced(certificate_id, replaces, now, connection)
+
+
+async def _refuse_if_replaced(
+    certificate_id: uuid.UUID, replaces: str, now: datetime, connection: BaseDBAsyncClient | None
+) -> None:
     live = Q(status="valid") | Q(status__in=["pending", "ready", "processing"], expires_at__gt=now)
-    if await AcmeOrder.filter(live, replaces_certificate_id=certificate.id).exists():
+    orders = AcmeOrder.filter(live, replaces_certificate_id=certificate_id)
+    if await (orders.using_db(connection) if connection is not None else orders).exists():
         raise AcmeProblem(
             "alreadyReplaced", f"another order already replaces certificate {replaces}", status=409
         )
-    return certificate

@@ -3,6 +3,7 @@ that replace a certificate (`replaces`, alreadyReplaced)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from factories import make_member
 
 from api.app import create_app
 from api.routes.acme_order import order_object
-from core import acme_order, acme_renewal, approval
+from core import acme_order, acme_renewal, acme_sql, approval
 from core.acme_account import acme_url, load_acme_attachment
 from core.authn import load_actor
 from core.authz import Actor
@@ -144,6 +145,51 @@ async def test_an_order_replacing_a_certificate_says_so_and_only_one_may(scene: 
     assert again.order.replaces_certificate_id == certificate.id
     await AcmeOrder.filter(id=again.order.id).update(expires_at=datetime.now(UTC) - timedelta(seconds=1))
     await acme_order.new_order(attachment=scene.attachment, account=scene.account, payload=payload)
+
+
+async def test_of_two_orders_racing_to_replace_a_certificate_one_is_refused(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both pass the first look (no live order replaces it yet) before either is stored, and the first
+    holds its transaction open a while after storing: the check made again in the storing transaction,
+    behind a lock on the certificate, refuses the second."""
+    certificate = await issued(scene, "race.example.com")
+    payload = {"identifiers": dns("race.example.com"), "replaces": cert_id(certificate)}
+    looked = asyncio.Event()
+    lookers = 0
+    reusable = acme_sql.reusable_authorizations
+
+    async def after_both_looked(*args: Any) -> Any:
+        nonlocal lookers
+        lookers += 1
+        if lookers == 2:
+            looked.set()
+        await asyncio.wait_for(looked.wait(), 10)
+        return await reusable(*args)
+
+    run_steps = acme_sql.run_steps
+    stored_first = False
+
+    async def first_store_lingers(steps: list[acme_sql.Step], **options: Any) -> list[Any]:
+        nonlocal stored_first
+        results = await run_steps(steps, **options)
+        if not stored_first and any(text.startswith("INSERT") for _, text, _ in steps):
+            stored_first = True
+            await asyncio.sleep(0.3)  # stored, not yet committed: the other order looks now
+        return results
+
+    monkeypatch.setattr(acme_sql, "reusable_authorizations", after_both_looked)
+    monkeypatch.setattr(acme_sql, "run_steps", first_store_lingers)
+    outcomes = await asyncio.gather(
+        *(
+            acme_order.new_order(attachment=scene.attachment, account=scene.account, payload=payload)
+            for _ in range(2)
+        ),
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, AcmeProblem)]
+    assert [p.kind for p in refused] == ["alreadyReplaced"], outcomes
+    assert await AcmeOrder.filter(replaces_certificate_id=certificate.id).count() == 1
 
 
 async def test_replaces_is_checked_against_the_account_and_the_names(scene: Scene) -> None:
