@@ -37,12 +37,20 @@ class FakeDns(asyncio.DatagramProtocol):
         self.port = 0
 
     async def start(self) -> FakeDns:
-        self.tcp = await asyncio.start_server(self._serve_tcp, self.host, 0)
-        self.port = self.tcp.sockets[0].getsockname()[1]
-        self.udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: self, local_addr=(self.host, self.port)
-        )
-        return self
+        # The TCP port is the system's pick; the same number may already be someone's UDP port (another
+        # test's lookup, say): then pick again.
+        for _ in range(20):
+            self.tcp = await asyncio.start_server(self._serve_tcp, self.host, 0)
+            self.port = self.tcp.sockets[0].getsockname()[1]
+            try:
+                self.udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                    lambda: self, local_addr=(self.host, self.port)
+                )
+                return self
+            except OSError:
+                self.tcp.close()
+                await self.tcp.wait_closed()
+        raise RuntimeError("no port free for both UDP and TCP")
 
     @property
     def address(self) -> tuple[str, int]:
