@@ -343,7 +343,6 @@ async def new_order(
             account=account,
             replaces=payload["replaces"],
             sans=[identifier.san() for identifier in identifiers],
-            now=now,
         )
 
     reusable: dict[tuple[str, str, bool], AcmeAuthorization] = {}

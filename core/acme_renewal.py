@@ -79,11 +79,10 @@ async def replaced_certificate(
     account: AcmeAccount,
     replaces: Any,
     sans: list[SubjectAltName],
-    now: datetime,
 ) -> Certificate:
-    """The certificate a new order's `replaces` names (RFC 9773 §5), checked: issued here to this account,
-    sharing an identifier with the order, and not already being replaced by another live order (checked
-    again by claim_replacement in the transaction that stores the order)."""
+    """The certificate a new order's `replaces` names (RFC 9773 §5), checked: issued here to this account
+    and sharing an identifier with the order. That no other live order replaces it is claim_replacement's
+    check, in the transaction that stores the order."""
     if not isinstance(replaces, str):
         raise AcmeProblem("malformed", "`replaces` must be a certificate identifier string")
     certificate = await _named_certificate(attachment, replaces)
@@ -94,7 +93,6 @@ async def replaced_certificate(
     held = [SubjectAltName(item["type"], item["value"]) for item in certificate.sans]
     if not san_keys(sans) & san_keys(held):
         raise AcmeProblem("malformed", f"this order shares no identifier with certificate {replaces}")
-    await _refuse_if_replaced(certificate.id, replaces, now, None)
     return certificate
 
 
@@ -107,15 +105,8 @@ async def claim_replacement(
     if connection.capabilities.dialect == "postgres":
         lock = f'SELECT 1 FROM "{Certificate._meta.db_table}" WHERE "id" = $1 FOR UPDATE'
         await connection.execute_query(lock, [certificate_id])
-    await _refuse_if_replaced(certificate_id, replaces, now, connection)
-
-
-async def _refuse_if_replaced(
-    certificate_id: uuid.UUID, replaces: str, now: datetime, connection: BaseDBAsyncClient | None
-) -> None:
     live = Q(status="valid") | Q(status__in=["pending", "ready", "processing"], expires_at__gt=now)
-    orders = AcmeOrder.filter(live, replaces_certificate_id=certificate_id)
-    if await (orders.using_db(connection) if connection is not None else orders).exists():
+    if await AcmeOrder.filter(live, replaces_certificate_id=certificate_id).using_db(connection).exists():
         raise AcmeProblem(
             "alreadyReplaced", f"another order already replaces certificate {replaces}", status=409
         )

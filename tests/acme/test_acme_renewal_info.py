@@ -150,9 +150,9 @@ async def test_an_order_replacing_a_certificate_says_so_and_only_one_may(scene: 
 async def test_of_two_orders_racing_to_replace_a_certificate_one_is_refused(
     scene: Scene, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both pass the first look (no live order replaces it yet) before either is stored, and the first
-    holds its transaction open a while after storing: the check made again in the storing transaction,
-    behind a lock on the certificate, refuses the second."""
+    """Both get past their other checks before either is stored, and the first holds its transaction open
+    a while after storing: the check in the storing transaction, behind a lock on the certificate, refuses
+    the second."""
     certificate = await issued(scene, "race.example.com")
     payload = {"identifiers": dns("race.example.com"), "replaces": cert_id(certificate)}
     looked = asyncio.Event()
