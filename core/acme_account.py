@@ -311,11 +311,19 @@ async def purge_expired_nonces(now: datetime | None = None) -> int:
     return await AcmeNonce.filter(expires_at__lte=now or datetime.now(UTC)).delete()
 
 
-def _replace_nonce_step(value: str | None, dialect: str) -> tuple[acme_sql.Step, str] | None:
-    """The statement using `value` up and storing the answer's nonce in its place, and that new nonce;
-    None when there is nothing to use (no nonce, an implausible one, or no reply_nonce_scope)."""
+def _reply_awaiting(value: str | None) -> list[str] | None:
+    """The answer's nonces, when `value` is to be replaced by a fresh one there; None when there is nothing
+    to use (no nonce, an implausible one), no reply_nonce_scope, or the answer has its nonce already."""
     reply = _reply_nonce.get()
     if value is None or len(value) > 64 or reply is None or reply:
+        return None
+    return reply
+
+
+def _replace_nonce_step(value: str | None, dialect: str) -> tuple[acme_sql.Step, str] | None:
+    """The statement using `value` up and storing the answer's nonce in its place, and that new nonce;
+    None as _reply_awaiting says."""
+    if _reply_awaiting(value) is None:
         return None
     now = datetime.now(UTC)
     fresh = secrets.token_urlsafe(24)
@@ -329,8 +337,8 @@ def _epoch(moment: datetime) -> int:
 
 def _replace_in_ledger(ledger: NonceLedger, value: str | None) -> UsedNonce | None:
     """As _replace_nonce_step, on a SQLite file's nonce ledger: used up at once, the answer's nonce kept."""
-    reply = _reply_nonce.get()
-    if value is None or len(value) > 64 or reply is None or reply:
+    reply = _reply_awaiting(value)
+    if reply is None or value is None:
         return None
     now = datetime.now(UTC)
     used, fresh = ledger.replace(value, _epoch(now), _epoch(now + NONCE_TTL))
