@@ -274,15 +274,16 @@ class Result:
     @property
     def cpu_per_order(self) -> str:
         """Server CPU milliseconds per completed order: what the machine's other load does not change."""
-        if self.server_cpu is None or not self.completed:
-            return "n/a"
-        return f"{1000 * self.server_cpu / self.completed:.1f} ms"
+        return self._per_order(self.server_cpu)
 
     @property
     def client_cpu_per_order(self) -> str:
-        if self.client_cpu is None or not self.completed:
+        return self._per_order(self.client_cpu)
+
+    def _per_order(self, cpu_seconds: float | None) -> str:
+        if cpu_seconds is None or not self.completed:
             return "n/a"
-        return f"{1000 * self.client_cpu / self.completed:.1f} ms"
+        return f"{1000 * cpu_seconds / self.completed:.1f} ms"
 
 
 def process_tree_cpu(pid: int | None) -> float | None:
