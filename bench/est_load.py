@@ -96,12 +96,12 @@ async def _prepare(url: str, kek: bytes, kek_file: Path, public_url: str) -> tup
     from core.authz import Actor
     from core.bootstrap import init_organization
     from core.config import Settings
-    from core.db import tortoise_config
+    from core.db import generate_schema, tortoise_config
 
     runtime.configure(Settings(database_url=url, public_url=public_url, kek_file=str(kek_file)), kek=kek)
     await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
     try:
-        await Tortoise.generate_schemas()
+        await generate_schema()
         org, _, _ = await init_organization(org_name="bench-est", admin_email="admin@est.bench")
         fixture = await _make_fixture(org.id, "EC_P256")
         await est.enable_est(

@@ -291,7 +291,7 @@ async def _run_backend(
     from core import runtime
     from core.bootstrap import init_organization
     from core.config import Settings
-    from core.db import create_scratch_database, drop_scratch_database, tortoise_config
+    from core.db import create_scratch_database, drop_scratch_database, generate_schema, tortoise_config
 
     if backend == "postgres":
         url = await create_scratch_database(POSTGRES_ADMIN_URL, prefix="keyward_bench")
@@ -308,7 +308,7 @@ async def _run_backend(
     cells: list[Cell] = []
     try:
         await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
-        await Tortoise.generate_schemas()
+        await generate_schema()
         org, _, _ = await init_organization(org_name=f"bench-{backend}", admin_email=f"admin@{backend}.bench")
         fixtures = [await _make_fixture(org.id, algorithm) for algorithm in ("EC_P256", "RSA_2048")]
         print(f"[{backend}] preparing {2 * n} CSRs per CA ...", file=sys.stderr)

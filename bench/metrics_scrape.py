@@ -73,13 +73,13 @@ async def main(sizes: list[int], repeat: int) -> None:
     from tortoise import Tortoise
 
     from core.bootstrap import init_organization
-    from core.db import create_scratch_database, drop_scratch_database, tortoise_config
+    from core.db import create_scratch_database, drop_scratch_database, generate_schema, tortoise_config
     from core.metrics import read_inventory
 
     url = await create_scratch_database(POSTGRES_ADMIN_URL, prefix="keyward_metrics")
     try:
         await Tortoise.init(config=tortoise_config(url))
-        await Tortoise.generate_schemas()
+        await generate_schema()
         org, _, _ = await init_organization(org_name="bench", admin_email="admin@bench.test")
         connection = Tortoise.get_connection("default")
         print(f"{'certificates':>12} {'scrape ms':>10} {'naive ms':>9} {'scrape/naive':>13}")

@@ -107,13 +107,13 @@ async def _prepare_keyward(database_url: str, kek: bytes, public_url: str) -> st
     from core.bootstrap import init_organization
     from core.ca import create_intermediate_ca, create_root_ca
     from core.config import Settings
-    from core.db import tortoise_config
+    from core.db import generate_schema, tortoise_config
     from models import Application, ApplicationProfile, CertificatePolicy, CertificateProfile
 
     runtime.configure(Settings(database_url=database_url, public_url=public_url), kek=kek)
     await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
     try:
-        await Tortoise.generate_schemas()
+        await generate_schema()
         org, _, _ = await init_organization(org_name="bench", admin_email="admin@bench.example.com")
         system = Actor.system(org.id, "bench")
         root = await create_root_ca(

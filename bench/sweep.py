@@ -429,7 +429,7 @@ async def main(sizes: list[int], due: int, repeat: int, keep: bool) -> None:
 
     from core import runtime
     from core.config import Settings
-    from core.db import create_scratch_database, drop_scratch_database, tortoise_config
+    from core.db import create_scratch_database, drop_scratch_database, generate_schema, tortoise_config
     from pki.sealing import generate_kek
 
     _database_url = await create_scratch_database(POSTGRES_ADMIN_URL, prefix="keyward_sweep")
@@ -440,7 +440,7 @@ async def main(sizes: list[int], due: int, repeat: int, keep: bool) -> None:
     )
     await Tortoise.init(config=tortoise_config(_database_url))
     try:
-        await Tortoise.generate_schemas()
+        await generate_schema()
         scene = await _make_scene(due)
         table: dict[int, dict[str, float]] = {}
         for index, size in enumerate(sizes):

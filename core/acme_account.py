@@ -18,10 +18,11 @@ from tortoise.transactions import in_transaction
 
 from core import acme_sql, audit, runtime
 from core.authz import Actor
-from core.issuance import attachment_from_row, attachment_statement
+from core.issuance import GENERATION_COLUMN, attachment_from_row, attachment_statement
 from core.legacy.endpoints import is_legacy_attachment
 from core.nonce_ledger import NonceLedger
 from core.sqlite_inline import nonce_ledger_of
+from models import attachment_generation
 from models.acme import AcmeAccount, AcmeNonce, AcmeOrder
 from models.application import ApplicationProfile
 from pki import sealing
@@ -128,6 +129,9 @@ async def load_acme_post(
     account_id = None if kid is None else _kid_account_id(_directory_base(app_uuid, profile_uuid), kid)
     connection = ApplicationProfile._meta.db
     dialect = connection.capabilities.dialect
+    remembering = dialect == "sqlite"
+    row_key = (legacy, app_uuid, profile_uuid, account_id)
+    remembered = _attachment_rows.get(row_key) if remembering else None
     query, values = attachment_statement(
         dialect,
         app_uuid,
@@ -136,6 +140,7 @@ async def load_acme_post(
         account_id=account_id,
         with_account=account_id is not None,
         legacy=legacy,
+        with_generation=remembering,
     )
     steps: list[acme_sql.Step] = []
     used: UsedNonce | None = None
@@ -147,7 +152,8 @@ async def load_acme_post(
         replacement = _replace_nonce_step(nonce, dialect)
     if replacement is not None:
         steps.append(replacement[0])
-    steps.append(("rows", query, values))
+    # A row read before needs only the generation, to know it is still the database's (see _current_row).
+    steps.append(("rows", attachment_generation.READ_SQL, []) if remembered else ("rows", query, values))
     prefetched = prefetch(account_id) if prefetch is not None and account_id is not None else None
     if prefetched is not None:
         steps += prefetched.steps
@@ -159,13 +165,51 @@ async def load_acme_post(
     rows = results[1 if replacement is not None else 0]
     if prefetched is not None:
         prefetched.settle(results[len(results) - len(prefetched.steps) :])
-    if not rows:
+    row = await _current_row(rows, remembered, (query, values), row_key if remembering else None)
+    if row is None:
         raise _not_found()
-    attachment, account = attachment_from_row(rows[0], with_account=account_id is not None)
+    attachment, account = attachment_from_row(row, with_account=account_id is not None)
     if not attachment.acme_enabled or bool(attachment.application.legacy) != legacy:
         raise _not_found()
     preloaded = None if kid is None else PreloadedAccount(kid, account if account_id is not None else None)
     return attachment, preloaded, used, prefetched
+
+
+# SQLite: attachment rows (with the account a kid names) as this process last read them, by (legacy,
+# application, profile, account), with the attachment generation they belong to. Another process's
+# commit empties SQLite's page cache, so the join's pages cost a read each, on every POST; while the
+# generation stands, the counter is all there is to read (models.attachment_generation).
+_attachment_rows: dict[
+    tuple[bool, uuid.UUID | None, uuid.UUID, uuid.UUID | None], tuple[int, dict[str, Any]]
+] = {}
+_ATTACHMENT_ROWS_LIMIT = 1024
+
+
+async def _current_row(
+    found: list[dict[str, Any]],
+    remembered: tuple[int, dict[str, Any]] | None,
+    statement: tuple[str, list[Any]],
+    key: tuple[bool, uuid.UUID | None, uuid.UUID, uuid.UUID | None] | None,
+) -> dict[str, Any] | None:
+    """The attachment row of this request, or None when there is none.
+
+    `found` is what the trip read: the generation alone when a row was `remembered`, which stands while
+    the generation is still its own, else the statement's row. A moved generation reads the statement
+    again. With a `key` (SQLite), a row read is remembered under the generation it was read with."""
+    if remembered is not None:
+        if found and found[0]["value"] == remembered[0]:
+            return remembered[1]
+        (found,) = await acme_sql.run_steps([("rows", *statement)])
+    if not found:
+        if key is not None:
+            _attachment_rows.pop(key, None)
+        return None
+    row = found[0]
+    if key is not None:
+        if len(_attachment_rows) >= _ATTACHMENT_ROWS_LIMIT:
+            _attachment_rows.clear()
+        _attachment_rows[key] = (row[GENERATION_COLUMN], row)
+    return row
 
 
 def peek_kid(body: bytes) -> str | None:

@@ -10,6 +10,8 @@ from tortoise import Tortoise
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api import migrate
 
+from models import attachment_generation
+
 MODEL_MODULES = ["models"]
 
 
@@ -56,6 +58,13 @@ async def init_db(database_url: str) -> None:
     """Open connections for a long-running process (API or worker); schema comes from migrations."""
     _ensure_sqlite_directory(database_url)
     await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+
+
+async def generate_schema() -> None:
+    """The schema straight from the models (tests, benchmarks), with what the migrations add beside them
+    (models.attachment_generation): a database built so must behave as a migrated one."""
+    await Tortoise.generate_schemas()
+    await attachment_generation.install(Tortoise.get_connection("default"))
 
 
 async def upgrade_db(database_url: str) -> None:

@@ -37,6 +37,7 @@ from models import (
     CertificateAuthority,
     CertificatePolicy,
     CertificateProfile,
+    attachment_generation,
 )
 from models.enums import CertificateSource, CertificateStatus, EnrollmentMethod
 from pki import csr as pki_csr
@@ -132,8 +133,9 @@ _JOINED = (
     ("pol", CertificatePolicy),
     ("ca", CertificateAuthority),
 )
-_attachment_sql: dict[tuple[str, bool, bool, bool], str] = {}
+_attachment_sql: dict[tuple[str, bool, bool, bool, bool], str] = {}
 _COVERED_COLUMN = "cover__policy_id"
+GENERATION_COLUMN = "generation"
 # Set on attachments read by the join: whether an active approval policy covered it then (core.approval).
 APPROVAL_COVERED = "approval_covered"
 
@@ -153,10 +155,18 @@ def _columns(alias: str, model: type[Model]) -> str:
 
 
 def _attachment_query(
-    dialect: str, *, with_application: bool = False, with_account: bool = False, legacy: bool = False
+    dialect: str,
+    *,
+    with_application: bool = False,
+    with_account: bool = False,
+    legacy: bool = False,
+    with_generation: bool = False,
 ) -> str:
-    """One join for attachment, profile, policy and CA (and application, ACME account); built once each."""
-    key = (dialect, with_application, with_account, legacy)
+    """One join for attachment, profile, policy and CA (and application, ACME account); built once each.
+
+    `with_generation` (SQLite): also the attachment generation the rows belong to, read in the same
+    statement (models.attachment_generation), as the column GENERATION_COLUMN."""
+    key = (dialect, with_application, with_account, legacy, with_generation)
     if key not in _attachment_sql:
         joined = list(_JOINED)
         joins = [
@@ -181,6 +191,8 @@ def _attachment_query(
             f'JOIN "{ApprovalPolicy._meta.db_table}" cp ON cp."id" = c."policy_id" '
             f'WHERE c."attachment_id" = ap."id" AND cp."is_active" LIMIT 1) AS "{_COVERED_COLUMN}"'
         )
+        if with_generation:
+            columns += f', ({attachment_generation.READ_SQL}) AS "{GENERATION_COLUMN}"'
         first, second = ("?", "?") if dialect == "sqlite" else ("$1", "$2")
         # SQLite's ? are positional: the account's (in the LEFT JOIN) comes first in the text.
         where = f'WHERE ap."application_id" = {first} AND ap."profile_id" = {second}'
@@ -234,6 +246,7 @@ def attachment_statement(
     account_id: uuid.UUID | None = None,
     with_account: bool = False,
     legacy: bool = False,
+    with_generation: bool = False,
 ) -> tuple[str, list[Any]]:
     """load_attachment_joined's query and its values (for a caller that runs it with other statements)."""
     values: list[Any] = [profile_id] if legacy else [application_id, profile_id]
@@ -242,7 +255,11 @@ def attachment_statement(
     if dialect == "sqlite":
         values = [None if value is None else str(value) for value in values]
     query = _attachment_query(
-        dialect, with_application=with_application, with_account=with_account, legacy=legacy
+        dialect,
+        with_application=with_application,
+        with_account=with_account,
+        legacy=legacy,
+        with_generation=with_generation,
     )
     return query, values
 

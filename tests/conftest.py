@@ -21,7 +21,7 @@ from tortoise.contrib.test import truncate_all_models
 
 from core import runtime
 from core.config import Settings
-from core.db import create_scratch_database, drop_scratch_database, tortoise_config
+from core.db import create_scratch_database, drop_scratch_database, generate_schema, tortoise_config
 from pki.sealing import generate_kek
 
 POSTGRES_ADMIN_URL = os.environ.get("KEYWARD_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -64,7 +64,7 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         kek=generate_kek(),
     )
     await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
-    await Tortoise.generate_schemas()
+    await generate_schema()
     try:
         yield url
     finally:

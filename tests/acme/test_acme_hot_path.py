@@ -5,6 +5,9 @@ wait for a validation running here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -31,7 +34,7 @@ from core import acme_account, acme_fetch, acme_order, acme_sql, acme_validation
 from core.acme_account import acme_url
 from core.issuance import attachment_statement
 from core.rows import from_row, from_row_cached
-from models import AcmeAuthorization, AcmeChallenge, AcmeOrder, CertificatePolicy
+from models import AcmeAuthorization, AcmeChallenge, AcmeOrder, CertificatePolicy, attachment_generation
 from pki.acme import jws
 from pki.acme.challenge import key_authorization
 from pki.key import KeyAlgorithm, generate_private_key
@@ -351,6 +354,81 @@ async def test_a_poll_answers_with_the_outcome_of_a_validation_running_here(
         apply()
 
 
+# ---------------------------------------------------------------- attachment rows kept (SQLite)
+
+sqlite_only = pytest.mark.skipif(
+    backend_name() != "sqlite", reason="the attachment generation is SQLite's (models.attachment_generation)"
+)
+
+
+def _tables_read(sql: str) -> set[str]:
+    return set(re.findall(r'(?:FROM|JOIN) "([a-z_]+)"', sql))
+
+
+def test_every_table_the_attachment_statement_reads_moves_the_generation(database_url: str) -> None:
+    """A table added to the join unwatched would let a process serve rows that are no longer true.
+    (`database_url`: the models are set up, so the statement has its columns.)"""
+    read: set[str] = set()
+    for legacy in (False, True):
+        for with_account in (False, True):
+            sql, _ = attachment_statement(
+                "sqlite",
+                None if legacy else uuid.uuid4(),
+                uuid.uuid4(),
+                with_application=True,
+                account_id=uuid.uuid4() if with_account else None,
+                with_account=with_account,
+                legacy=legacy,
+                with_generation=True,
+            )
+            read |= _tables_read(sql)
+    assert read - {attachment_generation.TABLE} == set(attachment_generation.WATCHED_TABLES)
+
+
+@sqlite_only
+async def test_the_schema_built_for_tests_has_the_generation_triggers(db: str) -> None:
+    with contextlib.closing(sqlite3.connect(db[len("sqlite://") :])) as conn:
+        triggers = {row[0]: row[1] for row in conn.execute("SELECT tbl_name, name FROM sqlite_master")}
+        on = {table for (table,) in conn.execute("SELECT tbl_name FROM sqlite_master WHERE type = 'trigger'")}
+    assert attachment_generation.TABLE in triggers
+    assert on == set(attachment_generation.WATCHED_TABLES)
+
+
+@sqlite_only
+async def test_a_change_another_process_commits_is_seen_by_the_next_request(
+    scene: Scene, client: httpx.AsyncClient, database_url: str
+) -> None:
+    """The rows a process keeps stand only while the generation is theirs: a commit by any other connection
+    to the file (here a plain sqlite3 one, as another process's) moves it, in the same transaction."""
+    acme = Client(client, scene)
+    await acme.register()
+    account_url = acme.kid
+    assert account_url is not None
+    assert (await acme.post(account_url, None)).status_code == 200
+    assert (await acme.post(account_url, None)).status_code == 200  # the second read only the generation
+    assert any(key[2] == scene.attachment.profile_id for key in acme_account._attachment_rows)
+
+    def other_process(sql: str, *values: str) -> None:
+        with contextlib.closing(sqlite3.connect(database_url[len("sqlite://") :], timeout=5)) as conn:
+            with conn:
+                assert conn.execute(sql, values).rowcount == 1
+
+    other_process(
+        'UPDATE "application_profile" SET "acme_enabled" = 0 WHERE "id" = ?', str(scene.attachment.id)
+    )
+    disabled = await acme.post(account_url, None)
+    assert disabled.status_code == 404 and "not enabled" in disabled.json()["detail"]
+    other_process(
+        'UPDATE "application_profile" SET "acme_enabled" = 1 WHERE "id" = ?', str(scene.attachment.id)
+    )
+    assert (await acme.post(account_url, None)).status_code == 200
+    other_process(
+        'UPDATE "acme_account" SET "status" = \'deactivated\' WHERE "id" = ?', account_url.rsplit("/", 1)[-1]
+    )
+    refused = (await acme.post(account_url, None)).json()
+    assert refused["type"] == PROBLEM + "unauthorized" and "deactivated" in refused["detail"]
+
+
 # ---------------------------------------------------------------- indexes
 
 
@@ -359,6 +437,7 @@ async def test_every_statement_of_an_order_uses_an_index(scene: Scene) -> None:
     grows with every order): PostgreSQL with sequential scans priced out, SQLite's plan without SCAN."""
     some, other = uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
+    sqlite = acme_sql._dialect(acme_sql.connection()) == "sqlite"
     attachment_sql, attachment_values = attachment_statement(
         acme_sql._dialect(acme_sql.connection()),
         scene.application.id,
@@ -366,6 +445,7 @@ async def test_every_statement_of_an_order_uses_an_index(scene: Scene) -> None:
         with_application=True,
         account_id=some,
         with_account=True,
+        with_generation=sqlite,
     )
     with acme_account.reply_nonce_scope():
         nonce = acme_account._replace_nonce_step("n" * 32, acme_sql._dialect(acme_sql.connection()))
@@ -384,6 +464,8 @@ async def test_every_statement_of_an_order_uses_an_index(scene: Scene) -> None:
         ),
         acme_sql.certificate_step(some, other),
     ]
+    if sqlite:
+        steps.append(("rows", attachment_generation.READ_SQL, []))
     postgres = backend_name() == "postgres"
     for _, sql, values in steps:
         async with in_transaction() as conn:

@@ -12,6 +12,7 @@ import asyncpg
 from conftest import create_postgres_database, drop_postgres_database
 
 from core.db import tortoise_config
+from models import attachment_generation
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_TABLES = {
@@ -55,7 +56,11 @@ async def test_upgrade_builds_an_empty_sqlite_database(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        watched = {row[0] for row in conn.execute("SELECT tbl_name FROM sqlite_master WHERE type='trigger'")}
     assert EXPECTED_TABLES <= tables
+    # models.attachment_generation: the counter and a trigger on each table it watches (SQLite only).
+    assert attachment_generation.TABLE in tables
+    assert watched == set(attachment_generation.WATCHED_TABLES)
     assert any("certificate" in name for name in indexes)
     again = await asyncio.to_thread(_upgrade, f"sqlite://{path}", tmp_path)
     assert again.returncode == 0, again.stderr
@@ -73,6 +78,7 @@ async def test_upgrade_builds_an_empty_postgres_database(tmp_path: Path) -> None
         finally:
             await conn.close()
         assert EXPECTED_TABLES <= {row["tablename"] for row in rows}
+        assert attachment_generation.TABLE not in {row["tablename"] for row in rows}
         assert len(index_rows) >= 6
     finally:
         await drop_postgres_database(url)
