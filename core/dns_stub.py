@@ -241,6 +241,20 @@ async def _ask(
     return _addresses(reply, name, qtype)
 
 
+def _connected_udp_socket(server: tuple[str, int]) -> socket.socket:
+    """A fresh UDP socket connected to `server`, so the kernel gives each lookup a random source port (part
+    of what keeps spoofed answers out). Handed over ready, the event loop skips resolving the address:
+    half the cost of `remote_addr=` under uvloop."""
+    sock = socket.socket(socket.AF_INET6 if ":" in server[0] else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect(server)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def lookup_addresses(host: str, server: tuple[str, int], seconds: float) -> AddressAnswer:
     """The A and AAAA addresses of `host` from the DNS server `server` (IP address, port), both queries at
     once, within `seconds`. Raises InvalidName, or NxDomain when either query says the name does
@@ -249,7 +263,12 @@ async def lookup_addresses(host: str, server: tuple[str, int], seconds: float) -
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     try:
-        transport, udp = await loop.create_datagram_endpoint(_Udp, remote_addr=server)
+        sock = _connected_udp_socket(server)
+        try:
+            transport, udp = await loop.create_datagram_endpoint(_Udp, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
     except OSError as exc:
         failure = ServerFailure(f"cannot reach {server[0]} port {server[1]}: {exc}")
         return AddressAnswer([], [], {"A": failure, "AAAA": failure})

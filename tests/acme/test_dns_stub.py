@@ -34,6 +34,7 @@ class FakeDns(asyncio.DatagramProtocol):
         self.handler = handler
         self.host = host
         self.queries: list[tuple[str, str, str]] = []  # (name, type, "udp"/"tcp")
+        self.source_ports: list[int] = []  # of each UDP query
         self.port = 0
 
     async def start(self) -> FakeDns:
@@ -62,6 +63,7 @@ class FakeDns(asyncio.DatagramProtocol):
         return self.handler(request, data, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.source_ports.append(addr[1])
         for reply in self._answer(data, "udp"):
             self.udp.sendto(reply, addr)
 
@@ -417,6 +419,16 @@ async def test_nobody_listening_fails_fast() -> None:
     answer = await lookup(closed, "www.example.com", seconds=5)
     assert time.monotonic() - began < 1
     assert all(isinstance(failure, dns_stub.ServerFailure) for failure in answer.failures.values())
+
+
+async def test_each_lookup_asks_from_a_port_of_its_own(serve: Callable[..., Awaitable[FakeDns]]) -> None:
+    """A spoofer must guess the port as well as the query id: a fresh socket per lookup, the kernel's
+    random pick; A and AAAA of one lookup share it."""
+    server = await serve(reply_with(a("ports.example.com", "192.0.2.7")))
+    for _ in range(8):
+        assert (await lookup(server.address, "ports.example.com")).ipv4 == ["192.0.2.7"]
+    assert len(server.source_ports) == 16
+    assert len(set(server.source_ports)) >= 7  # one repeat allowed: the kernel's pick may repeat by chance
 
 
 async def test_an_ipv6_server(serve: Callable[..., Awaitable[FakeDns]]) -> None:
