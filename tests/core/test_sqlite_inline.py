@@ -7,6 +7,8 @@ These run on a SQLite file of their own whatever KEYWARD_TEST_DB says: the backe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
@@ -130,23 +132,115 @@ async def test_under_a_steady_stream_of_commits_the_log_starts_over(
         await db.close()
 
 
-async def test_acme_bookkeeping_is_not_flushed_alone_and_durability_comes_back(
-    client: InlineSqliteClient,
+async def _transaction(client: InlineSqliteClient, body: bytes, *, give_up: bool = False) -> None:
+    """An insert in a transaction, as Tortoise's in_transaction() runs it with the client's context."""
+    transaction = client._in_transaction().connection
+    async with client._lock:
+        await transaction.begin()
+        await transaction.execute_insert("INSERT INTO item (body) VALUES (?)", [body])
+        if give_up:
+            await transaction.rollback()
+        else:
+            await transaction.commit()
+
+
+@pytest.fixture
+def flushes(client: InlineSqliteClient, monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
+    """Each flush of the log, as (whether the writer's turn was free then, rows committed then): what
+    another process could do and see while this one waited for the disk."""
+    seen: list[tuple[bool, int]] = []
+    flush = sqlite_inline._fdatasync
+
+    def watched(fd: int) -> None:
+        assert os.path.samestat(os.fstat(fd), os.stat(f"{client.filename}-wal")), "the log is flushed"
+        probe = os.open(f"{client.filename}-writer", os.O_RDWR)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            free = True
+        except BlockingIOError:
+            free = False
+        finally:
+            os.close(probe)
+        with contextlib.closing(sqlite3.connect(client.filename)) as other:
+            seen.append((free, other.execute("SELECT count(*) FROM item").fetchone()[0]))
+        flush(fd)
+
+    monkeypatch.setattr(sqlite_inline, "_fdatasync", watched)
+    return seen
+
+
+async def test_a_durable_commit_is_flushed_once_the_writers_turn_is_over(
+    client: InlineSqliteClient, flushes: list[tuple[bool, int]]
+) -> None:
+    """On a WAL file commits run at synchronous=OFF and the durable ones flush the log afterwards: before
+    the caller goes on, but no longer while every other writer waits (70% of the turn under ACME load)."""
+    await _transaction(client, b"in a transaction")
+    assert flushes == [(True, 1)]
+    await client.execute_insert("INSERT INTO item (body) VALUES (?)", [b"on its own"])
+    assert flushes == [(True, 1), (True, 2)]
+    await client.execute_query("SELECT * FROM item")
+    await _transaction(client, b"rolled back", give_up=True)
+    assert flushes == [(True, 1), (True, 2)], "reads and rollbacks flush nothing"
+    async with client.acquire_connection() as raw:
+        assert (await raw.execute_fetchall("PRAGMA synchronous"))[0][0] == 0
+
+
+async def test_acme_bookkeeping_is_not_flushed_alone(
+    client: InlineSqliteClient, flushes: list[tuple[bool, int]]
 ) -> None:
     async with client.acquire_connection() as raw:
-        assert (await raw.execute_fetchall("PRAGMA synchronous"))[0][0] == 2  # FULL
-        inside = await acme_sql._sqlite_steps(raw, [("rows", "PRAGMA synchronous", [])], False)
-        assert inside == [[{"synchronous": 0}]]
-        assert (await raw.execute_fetchall("PRAGMA synchronous"))[0][0] == 2
-        # A failing step leaves durability on too, and the transaction rolled back.
-        steps: list[acme_sql.Step] = [
-            ("count", "INSERT INTO item (body) VALUES (?)", [b"half"]),
-            ("count", "INSERT INTO missing VALUES (1)", []),
-        ]
-        with pytest.raises(OperationalError):
-            await acme_sql._sqlite_steps(raw, steps, True)
-        assert (await raw.execute_fetchall("PRAGMA synchronous"))[0][0] == 2
-        assert (await raw.execute_fetchall("SELECT count(*) FROM item"))[0][0] == 0
+        insert: acme_sql.Step = ("count", "INSERT INTO item (body) VALUES (?)", [b"bookkeeping"])
+        await acme_sql._sqlite_steps(raw, [insert], True)
+        await acme_sql._sqlite_steps(raw, [insert], False)
+    assert flushes == []
+    await client.execute_insert("INSERT INTO item (body) VALUES (?)", [b"durable"])
+    assert flushes == [(True, 3)], "the next durable commit flushes the bookkeeping with it"
+
+
+async def test_a_failed_flush_fails_the_commit(
+    client: InlineSqliteClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(sqlite_inline, "_fdatasync", broken)
+    # As any failed commit: sqlite3's error from a transaction's commit, Tortoise's from a statement.
+    with pytest.raises(sqlite3.OperationalError, match="could not be flushed to disk"):
+        await _transaction(client, b"not durable")
+    with pytest.raises(OperationalError, match="could not be flushed to disk"):
+        await client.execute_insert("INSERT INTO item (body) VALUES (?)", [b"not durable either"])
+    monkeypatch.undo()
+    await client.execute_insert("INSERT INTO item (body) VALUES (?)", [b"the turn was let go"])
+
+
+async def test_with_a_rollback_journal_durability_is_the_commits_and_comes_back_after_bookkeeping(
+    tmp_path: Path,
+) -> None:
+    db = InlineSqliteClient(
+        file_path=str(tmp_path / "journal.sqlite3"), connection_name="inline-journal", journal_mode="DELETE"
+    )
+    await db.create_connection(with_db=True)
+    try:
+        await db.execute_script("CREATE TABLE item (id INTEGER PRIMARY KEY, body BLOB)")
+        async with db.acquire_connection() as raw:
+            assert (await raw.execute_fetchall("PRAGMA synchronous"))[0][0] == 2  # FULL
+            inside = await acme_sql._sqlite_steps(raw, [("rows", "PRAGMA synchronous", [])], False)
+            assert inside == [[{"synchronous": 0}]]
+            assert (await raw.execute_fetchall("PRAGMA synchronous"))[0][0] == 2
+            # A failing step leaves durability on too, and the transaction rolled back.
+            steps: list[acme_sql.Step] = [
+                ("count", "INSERT INTO item (body) VALUES (?)", [b"half"]),
+                ("count", "INSERT INTO missing VALUES (1)", []),
+            ]
+            with pytest.raises(OperationalError):
+                await acme_sql._sqlite_steps(raw, steps, True)
+            assert (await raw.execute_fetchall("PRAGMA synchronous"))[0][0] == 2
+            assert (await raw.execute_fetchall("SELECT count(*) FROM item"))[0][0] == 0
+        await _transaction(db, b"durable")
+        assert (await db.execute_query_dict("SELECT count(*) AS n FROM item")) == [{"n": 1}]
+    finally:
+        await db.close()
 
 
 async def _second_connection(client: InlineSqliteClient, name: str) -> InlineSqliteClient:
