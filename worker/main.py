@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so no guard
+    fcntl = None  # type: ignore[assignment]
 
 from core import runtime
 from core.db import close_db, init_db
@@ -56,9 +62,48 @@ def build_scheduler() -> AsyncIOScheduler:
     return scheduler
 
 
+def sqlite_file(database_url: str) -> str | None:
+    """The database file of a sqlite:// URL (None for PostgreSQL, an in-memory database or a URI)."""
+    if not database_url.startswith("sqlite://"):
+        return None
+    path = database_url[len("sqlite://") :].split("?", 1)[0]
+    return None if not path or path == ":memory:" or path.startswith("file:") else path
+
+
+@contextlib.contextmanager
+def the_only_scheduler_on(database_url: str) -> Iterator[None]:
+    """On a SQLite file, one process runs the jobs: the claims that keep workers apart on PostgreSQL
+    (SELECT ... FOR UPDATE SKIP LOCKED) lock nothing on SQLite, so a second worker would send the same
+    alerts and deliveries again. An exclusive flock on `<file>-scheduler`, let go when the process ends."""
+    path = sqlite_file(database_url)
+    if path is None or fcntl is None:
+        yield
+        return
+    fd = os.open(f"{path}-scheduler", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigurationError(
+                f"another worker already runs the jobs on {path}: on SQLite run one worker (`keyward worker`"
+                " or `keyward serve --with-worker`); several need PostgreSQL"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # lets go of the lock
+
+
 @contextlib.asynccontextmanager
 async def running_scheduler() -> AsyncIterator[AsyncIOScheduler]:
-    """The scheduler running on the current loop (the database must already be initialized)."""
+    """The scheduler running on the current loop (the database must already be initialized); on a SQLite
+    file, the only one (the_only_scheduler_on)."""
+    with the_only_scheduler_on(runtime.settings().database_url):
+        async with _started_scheduler() as scheduler:
+            yield scheduler
+
+
+@contextlib.asynccontextmanager
+async def _started_scheduler() -> AsyncIterator[AsyncIOScheduler]:
     scheduler = build_scheduler()
     scheduler.start()
     log.info("worker started with jobs: %s", ", ".join(job.id for job in all_jobs()))

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from conftest import OrgAdmin
+from conftest import test_backend as backend_name
 from delivery_support import Receiver, World, loopback_webhooks, make_world, set_not_after
 
 from core import runtime
@@ -26,7 +27,7 @@ from core.errors import ConfigurationError
 from models import Delivery, ExpirationNotice, OutboxEvent
 from models.enums import DeliveryStatus
 from worker.jobs import all_jobs
-from worker.main import job_intervals
+from worker.main import job_intervals, the_only_scheduler_on
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 90
@@ -238,3 +239,48 @@ async def test_serve_with_worker_runs_the_jobs_inside_the_api_process(
         )
     finally:
         await receiver.stop()
+
+
+@pytest.mark.skipif(
+    backend_name() != "sqlite", reason="on PostgreSQL several workers share the jobs (SKIP LOCKED claims)"
+)
+async def test_a_second_worker_on_the_same_sqlite_file_is_refused(database_url: str, tmp_path: Path) -> None:
+    """SQLite's claims lock nothing, so two workers would send every alert twice: the second one is refused
+    at its start with the reason, and the first goes on."""
+    env = worker_env(database_url, tmp_path)
+    log = tmp_path / "first.log"
+    first = await start_worker(env, log)
+    try:
+
+        async def started() -> bool:
+            return "worker started" in log.read_text()
+
+        await wait_for(started, "the first worker's start", first, log)
+        second = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "api.cli", "worker"),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(second.communicate(), 60)
+        assert second.returncode != 0
+        assert b"another worker already runs the jobs on" in err, err.decode()
+        assert first.returncode is None, tail(log)
+    finally:
+        await stop(first)
+    assert "worker started" not in err.decode()
+
+
+def test_the_scheduler_lock_is_one_per_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'one.sqlite3'}"
+    with the_only_scheduler_on(url):
+        with pytest.raises(ConfigurationError, match="another worker already runs the jobs"):
+            with the_only_scheduler_on(url):
+                pass
+        with the_only_scheduler_on(f"sqlite://{tmp_path / 'other.sqlite3'}"):
+            pass  # another file, another lock
+    with the_only_scheduler_on(url):
+        pass  # let go with the first
+    with the_only_scheduler_on("sqlite://:memory:"), the_only_scheduler_on("sqlite://:memory:"):
+        pass  # no file, nothing to share
