@@ -47,11 +47,18 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     }
 
 
+def sqlite_path(database_url: str) -> str | None:
+    """The path of a sqlite:// URL's database (None for PostgreSQL and an in-memory database)."""
+    if not database_url.startswith("sqlite://"):
+        return None
+    path = database_url[len("sqlite://") :].split("?", 1)[0]
+    return path if path and path != ":memory:" else None
+
+
 def _ensure_sqlite_directory(database_url: str) -> None:
-    if database_url.startswith("sqlite://"):
-        path = database_url[len("sqlite://") :].split("?", 1)[0]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_path(database_url)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 async def init_db(database_url: str) -> None:

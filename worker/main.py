@@ -18,7 +18,7 @@ except ImportError:  # Windows: no flock, so no guard
     fcntl = None  # type: ignore[assignment]
 
 from core import runtime
-from core.db import close_db, init_db
+from core.db import close_db, init_db, sqlite_path
 from core.errors import ConfigurationError
 from worker.instrument import instrumented
 from worker.jobs import Job, all_jobs
@@ -62,21 +62,13 @@ def build_scheduler() -> AsyncIOScheduler:
     return scheduler
 
 
-def sqlite_file(database_url: str) -> str | None:
-    """The database file of a sqlite:// URL (None for PostgreSQL, an in-memory database or a URI)."""
-    if not database_url.startswith("sqlite://"):
-        return None
-    path = database_url[len("sqlite://") :].split("?", 1)[0]
-    return None if not path or path == ":memory:" or path.startswith("file:") else path
-
-
 @contextlib.contextmanager
 def the_only_scheduler_on(database_url: str) -> Iterator[None]:
     """On a SQLite file, one process runs the jobs: the claims that keep workers apart on PostgreSQL
     (SELECT ... FOR UPDATE SKIP LOCKED) lock nothing on SQLite, so a second worker would send the same
     alerts and deliveries again. An exclusive flock on `<file>-scheduler`, let go when the process ends."""
-    path = sqlite_file(database_url)
-    if path is None or fcntl is None:
+    path = sqlite_path(database_url)
+    if path is None or path.startswith("file:") or fcntl is None:  # as WriterTurn: plain paths, with flock
         yield
         return
     fd = os.open(f"{path}-scheduler", os.O_RDWR | os.O_CREAT, 0o600)
