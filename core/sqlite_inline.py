@@ -233,7 +233,8 @@ class InlineConnection:
         transaction (a BEGIN, or a statement that commits on its own); the turn ends with the transaction.
         On a WAL file, a durable commit (of a transaction begun outside `relaxed`, or of a write on its
         own) is flushed to disk once the turn is over (_flush)."""
-        writes = not sql.lstrip()[:8].upper().startswith(_NO_WRITE)
+        head = sql.lstrip()[:8].upper()
+        writes = not head.startswith(_NO_WRITE)
         alone = not self._conn.in_transaction
         writer = self._writer
         if writer is not None and not writer.held and writes:
@@ -252,9 +253,7 @@ class InlineConnection:
             if alone:  # it began a transaction: durable unless bookkeeping
                 self._durable_transaction = not self._relaxing
             return result
-        ended_durable = (
-            not alone and self._durable_transaction and not sql.lstrip().upper().startswith("ROLLBACK")
-        )
+        ended_durable = not alone and self._durable_transaction and not head.startswith("ROLLBACK")
         self._durable_transaction = False
         if self._flush_after_commit and (ended_durable or (alone and writes and not self._relaxing)):
             await self._flush()
