@@ -72,6 +72,9 @@ _tasks: set[asyncio.Task[None]] = set()
 _first_attempts: dict[uuid.UUID, asyncio.Future[None]] = {}
 # How long a poll of an order or authorization waits for a first attempt this process is running.
 SETTLE_WAIT = 2.0
+# How long the answer to a challenge's POST waits for the first attempt it started. Shorter than a poll's
+# wait: a client that answers an order's challenges one after the other waits this long for each.
+CHALLENGE_SETTLE_WAIT = 1.0
 
 
 class ValidationFailure(Exception):
@@ -118,7 +121,11 @@ async def respond_challenge(
     trigger: bool = True,
     prefetched: acme_sql.Prefetch | None = None,
 ) -> ChallengeView:
-    """The account's own challenge; with `trigger` (payload {}) a pending one starts validating."""
+    """The account's own challenge; with `trigger` (payload {}) a pending one starts validating.
+
+    The answer waits (CHALLENGE_SETTLE_WAIT at most) for the first attempt it started, so it shows the
+    outcome when that comes soon: a client that reads it, as lego does, goes on without polling when it
+    is `valid`, and learns at once when it is `invalid`."""
     try:
         parsed = uuid.UUID(str(challenge_id))
     except ValueError:
@@ -156,6 +163,8 @@ async def respond_challenge(
             _first_attempts[authorization.id] = settled
             task = _start(_first_attempt(challenge, authorization, owner, settled), challenge.id)
             task.add_done_callback(lambda _: _settled(authorization.id, settled))
+            # The attempt writes its outcome into `challenge` too (_finish, _run_attempt).
+            await settle([authorization.id], CHALLENGE_SETTLE_WAIT)
         else:
             await challenge.refresh_from_db()
     return ChallengeView(challenge, authorization)
@@ -286,13 +295,16 @@ async def _run_attempt(
         if attempt >= MAX_ATTEMPTS:
             await _finish(challenge, authorization, error=error)
             return None
-        await acme_sql.update_challenge(
-            challenge.id,
-            where={"status": "processing", "attempts": attempt},
-            error=error,
-            next_attempt_at=_now() + timedelta(seconds=ATTEMPT_SPACING),
-            updated_at=_now(),
-        )
+        now = _now()
+        changes = {
+            "error": error,
+            "next_attempt_at": now + timedelta(seconds=ATTEMPT_SPACING),
+            "updated_at": now,
+        }
+        if await acme_sql.update_challenge(
+            challenge.id, where={"status": "processing", "attempts": attempt}, **changes
+        ):
+            _assign(challenge, changes)
         return ATTEMPT_SPACING
     await _finish(challenge, authorization, error=None)
     return None
@@ -307,46 +319,34 @@ async def _finish(
 ) -> None:
     """Valid (the authorization too, for 30 days) or invalid with the reason; one transaction."""
     now = _now()
+    changes: dict[str, Any] = {"error": error, "next_attempt_at": None, "updated_at": now}
     if error is None:
-        steps = [
-            acme_sql.update_challenge_step(
-                challenge.id,
-                where={"status": "processing"},
-                status="valid",
-                validated_at=now,
-                error=None,
-                next_attempt_at=None,
-                updated_at=now,
-            ),
-            acme_sql.update_authorization_step(
-                authorization.id,
-                expected_status="pending",
-                status="valid",
-                expires_at=now + VALID_AUTHORIZATION_LIFETIME,
-                updated_at=now,
-            ),
-        ]
+        changes.update(status="valid", validated_at=now)
+        authorization_changes = {"status": "valid", "expires_at": now + VALID_AUTHORIZATION_LIFETIME}
     else:
-        steps = [
-            acme_sql.update_challenge_step(
-                challenge.id,
-                where={"status": "processing"},
-                status="invalid",
-                error=error,
-                next_attempt_at=None,
-                updated_at=now,
-            ),
-            acme_sql.update_authorization_step(
-                authorization.id, expected_status="pending", status="invalid", updated_at=now
-            ),
-        ]
-    await acme_sql.run_steps(steps, transaction=True)
+        changes.update(status="invalid")
+        authorization_changes = {"status": "invalid"}
+    steps = [
+        acme_sql.update_challenge_step(challenge.id, where={"status": "processing"}, **changes),
+        acme_sql.update_authorization_step(
+            authorization.id, expected_status="pending", **authorization_changes, updated_at=now
+        ),
+    ]
+    changed, _ = await acme_sql.run_steps(steps, transaction=True)
+    if changed:
+        _assign(challenge, changes)
     log.info(
         "ACME %s challenge for %s: %s",
         challenge.type,
         authorization.identifier_value,
         "valid" if error is None else f"invalid ({error.get('detail')})",
     )
+
+
+def _assign(challenge: AcmeChallenge, changes: dict[str, Any]) -> None:
+    """What an update wrote, onto the instance it was made from (the answer of respond_challenge)."""
+    for field, value in changes.items():
+        setattr(challenge, field, value)
 
 
 async def validate_due(*, now: datetime | None = None, batch_size: int = 50) -> int:

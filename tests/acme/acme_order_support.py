@@ -107,10 +107,12 @@ async def make_authorizations_valid(order_authorization_ids: list[str]) -> None:
 
 @dataclass
 class HttpResponder:
-    """A tiny HTTP/1.1 server: path -> (status, body, extra headers); records the Host headers it saw."""
+    """A tiny HTTP/1.1 server: path -> (status, body, extra headers); records the Host headers it saw and
+    answers `delay` seconds after reading a request."""
 
     routes: dict[str, tuple[int, bytes, dict[str, str]]] = field(default_factory=dict)
     hosts: list[str] = field(default_factory=list)
+    delay: float = 0.0
     server: asyncio.Server | None = None
     port: int = 0
 
@@ -128,6 +130,8 @@ class HttpResponder:
                 if line.lower().startswith("host:"):
                     self.hosts.append(line.split(":", 1)[1].strip())
             status, body, headers = self.routes.get(path, (404, b"not found", {}))
+            if self.delay:
+                await asyncio.sleep(self.delay)
             extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
             head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
             writer.write(head.encode() + body)

@@ -319,6 +319,7 @@ async def test_a_poll_answers_with_the_outcome_of_a_validation_running_here(
     scene: Scene, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(acme_validation, "SETTLE_WAIT", 60.0)
+    monkeypatch.setattr(acme_validation, "CHALLENGE_SETTLE_WAIT", 0.0)  # the poll, not the answer, waits
     dns_server = await DnsServer().start()
     responder = await HttpResponder().start()
     apply = settings_override()

@@ -114,9 +114,11 @@ async def respond(scene: Scene, challenge: AcmeChallenge) -> AcmeChallenge:
     view = await acme_validation.respond_challenge(
         attachment=scene.attachment, account=scene.account, challenge_id=str(challenge.id)
     )
-    assert view.challenge.status == "processing"
     await acme_validation.wait_for_validations()
-    return await AcmeChallenge.get(id=challenge.id)
+    done = await AcmeChallenge.get(id=challenge.id)
+    # The answer showed the first attempt's outcome, or `processing` while more attempts were to come.
+    assert view.challenge.status == done.status or view.challenge.status == "processing"
+    return done
 
 
 # ---------------------------------------------------------------- pure pieces
@@ -223,6 +225,68 @@ async def test_http01_follows_a_redirect(scene: Scene, http_responder: HttpRespo
     )
     http_responder.routes["/elsewhere"] = (200, key_authz(scene, challenge).encode(), {})
     assert (await respond(scene, challenge)).status == "valid"
+
+
+async def test_the_challenge_answer_shows_the_first_attempts_outcome(
+    scene: Scene, http_responder: HttpResponder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The POST that starts validating waits for the first attempt: valid, or invalid when it was the last
+    (lego goes on without polling, or stops, on what the answer says); a failed attempt with more to come
+    answers processing with its error."""
+    _, authorization = await authorization_of(scene, {"type": "dns", "value": "good.example.com"})
+    good = await challenge_of(authorization, "http-01")
+    http_responder.routes[f"/.well-known/acme-challenge/{good.token}"] = (
+        200,
+        key_authz(scene, good).encode(),
+        {},
+    )
+    view = await acme_validation.respond_challenge(
+        attachment=scene.attachment, account=scene.account, challenge_id=str(good.id)
+    )
+    assert view.challenge.status == "valid" and view.challenge.validated_at is not None
+    assert (await AcmeChallenge.get(id=good.id)).validated_at == view.challenge.validated_at
+
+    _, authorization = await authorization_of(scene, {"type": "dns", "value": "retry.example.com"})
+    retried = await challenge_of(authorization, "http-01")
+    view = await acme_validation.respond_challenge(
+        attachment=scene.attachment, account=scene.account, challenge_id=str(retried.id)
+    )
+    assert (
+        view.challenge.status == "processing"
+        and view.challenge.error["type"] == PROBLEM + "incorrectResponse"
+    )
+    await acme_validation.wait_for_validations()
+
+    monkeypatch.setattr(acme_validation, "MAX_ATTEMPTS", 1)
+    _, authorization = await authorization_of(scene, {"type": "dns", "value": "bad.example.com"})
+    bad = await challenge_of(authorization, "http-01")
+    view = await acme_validation.respond_challenge(
+        attachment=scene.attachment, account=scene.account, challenge_id=str(bad.id)
+    )
+    assert (
+        view.challenge.status == "invalid" and view.challenge.error["type"] == PROBLEM + "incorrectResponse"
+    )
+    assert (await AcmeChallenge.get(id=bad.id)).status == "invalid"
+
+
+async def test_the_challenge_answer_waits_for_the_first_attempt_only_so_long(
+    scene: Scene, http_responder: HttpResponder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(acme_validation, "CHALLENGE_SETTLE_WAIT", 0.05)
+    http_responder.delay = 0.5
+    _, authorization = await authorization_of(scene, {"type": "dns", "value": "slow.example.com"})
+    challenge = await challenge_of(authorization, "http-01")
+    http_responder.routes[f"/.well-known/acme-challenge/{challenge.token}"] = (
+        200,
+        key_authz(scene, challenge).encode(),
+        {},
+    )
+    view = await acme_validation.respond_challenge(
+        attachment=scene.attachment, account=scene.account, challenge_id=str(challenge.id)
+    )
+    assert view.challenge.status == "processing" and view.challenge.error is None
+    await acme_validation.wait_for_validations()
+    assert (await AcmeChallenge.get(id=challenge.id)).status == "valid"
 
 
 async def test_http01_wrong_body_is_invalid_after_the_attempts(
