@@ -109,15 +109,29 @@ def key_authz(scene: Scene, challenge: AcmeChallenge) -> str:
     return key_authorization(challenge.token, scene.account.key_thumbprint)
 
 
-async def respond(scene: Scene, challenge: AcmeChallenge) -> AcmeChallenge:
-    """Respond as a client would, then wait for the background validation to finish."""
+def serve_key_authorization(responder: HttpResponder, scene: Scene, challenge: AcmeChallenge) -> None:
+    responder.routes[f"/.well-known/acme-challenge/{challenge.token}"] = (
+        200,
+        key_authz(scene, challenge).encode(),
+        {},
+    )
+
+
+async def answer(scene: Scene, challenge: AcmeChallenge) -> AcmeChallenge:
+    """The challenge as the answer to a client's POST {} shows it."""
     view = await acme_validation.respond_challenge(
         attachment=scene.attachment, account=scene.account, challenge_id=str(challenge.id)
     )
+    return view.challenge
+
+
+async def respond(scene: Scene, challenge: AcmeChallenge) -> AcmeChallenge:
+    """Respond as a client would, then wait for the background validation to finish."""
+    answered = await answer(scene, challenge)
     await acme_validation.wait_for_validations()
     done = await AcmeChallenge.get(id=challenge.id)
     # The answer showed the first attempt's outcome, or `processing` while more attempts were to come.
-    assert view.challenge.status == done.status or view.challenge.status == "processing"
+    assert answered.status == done.status or answered.status == "processing"
     return done
 
 
@@ -235,37 +249,21 @@ async def test_the_challenge_answer_shows_the_first_attempts_outcome(
     answers processing with its error."""
     _, authorization = await authorization_of(scene, {"type": "dns", "value": "good.example.com"})
     good = await challenge_of(authorization, "http-01")
-    http_responder.routes[f"/.well-known/acme-challenge/{good.token}"] = (
-        200,
-        key_authz(scene, good).encode(),
-        {},
-    )
-    view = await acme_validation.respond_challenge(
-        attachment=scene.attachment, account=scene.account, challenge_id=str(good.id)
-    )
-    assert view.challenge.status == "valid" and view.challenge.validated_at is not None
-    assert (await AcmeChallenge.get(id=good.id)).validated_at == view.challenge.validated_at
+    serve_key_authorization(http_responder, scene, good)
+    answered = await answer(scene, good)
+    assert answered.status == "valid" and answered.validated_at is not None
+    assert (await AcmeChallenge.get(id=good.id)).validated_at == answered.validated_at
 
     _, authorization = await authorization_of(scene, {"type": "dns", "value": "retry.example.com"})
-    retried = await challenge_of(authorization, "http-01")
-    view = await acme_validation.respond_challenge(
-        attachment=scene.attachment, account=scene.account, challenge_id=str(retried.id)
-    )
-    assert (
-        view.challenge.status == "processing"
-        and view.challenge.error["type"] == PROBLEM + "incorrectResponse"
-    )
+    answered = await answer(scene, await challenge_of(authorization, "http-01"))  # the responder: 404
+    assert answered.status == "processing" and answered.error["type"] == PROBLEM + "incorrectResponse"
     await acme_validation.wait_for_validations()
 
     monkeypatch.setattr(acme_validation, "MAX_ATTEMPTS", 1)
     _, authorization = await authorization_of(scene, {"type": "dns", "value": "bad.example.com"})
     bad = await challenge_of(authorization, "http-01")
-    view = await acme_validation.respond_challenge(
-        attachment=scene.attachment, account=scene.account, challenge_id=str(bad.id)
-    )
-    assert (
-        view.challenge.status == "invalid" and view.challenge.error["type"] == PROBLEM + "incorrectResponse"
-    )
+    answered = await answer(scene, bad)
+    assert answered.status == "invalid" and answered.error["type"] == PROBLEM + "incorrectResponse"
     assert (await AcmeChallenge.get(id=bad.id)).status == "invalid"
 
 
@@ -275,18 +273,12 @@ async def test_the_challenge_answer_waits_for_the_first_attempt_only_so_long(
     monkeypatch.setattr(acme_validation, "CHALLENGE_SETTLE_WAIT", 0.05)
     http_responder.delay = 0.5
     _, authorization = await authorization_of(scene, {"type": "dns", "value": "slow.example.com"})
-    challenge = await challenge_of(authorization, "http-01")
-    http_responder.routes[f"/.well-known/acme-challenge/{challenge.token}"] = (
-        200,
-        key_authz(scene, challenge).encode(),
-        {},
-    )
-    view = await acme_validation.respond_challenge(
-        attachment=scene.attachment, account=scene.account, challenge_id=str(challenge.id)
-    )
-    assert view.challenge.status == "processing" and view.challenge.error is None
+    slow = await challenge_of(authorization, "http-01")
+    serve_key_authorization(http_responder, scene, slow)
+    answered = await answer(scene, slow)
+    assert answered.status == "processing" and answered.error is None
     await acme_validation.wait_for_validations()
-    assert (await AcmeChallenge.get(id=challenge.id)).status == "valid"
+    assert (await AcmeChallenge.get(id=slow.id)).status == "valid"
 
 
 async def test_http01_wrong_body_is_invalid_after_the_attempts(
