@@ -125,7 +125,7 @@ async def respond_challenge(
 
     The answer waits (CHALLENGE_SETTLE_WAIT at most) for the first attempt it started, so it shows the
     outcome when that comes soon: a client that reads it, as lego does, goes on without polling when it
-    is `valid`, and learns at once when it is `invalid`."""
+    is `valid`; a failed attempt shows its error (and `invalid` when no attempt is left)."""
     try:
         parsed = uuid.UUID(str(challenge_id))
     except ValueError:
