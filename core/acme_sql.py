@@ -21,7 +21,7 @@ from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from core.rows import from_row
+from core.rows import aliased_columns, from_row
 from core.sqlite_inline import BEGIN, InlineConnection
 from models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder, Certificate
 
@@ -72,10 +72,6 @@ def _args(conn: BaseDBAsyncClient, values: Iterable[Any]) -> list[Any]:
 
 def _table(model: type[Model]) -> str:
     return f'"{model._meta.db_table}"'
-
-
-def _columns(model: type[Model], alias: str) -> str:
-    return ", ".join(f'{alias}."{column}" AS "{alias}__{column}"' for column in model._meta.db_fields)
 
 
 def _db(model: type[Model], attribute: str, value: Any) -> Any:
@@ -244,7 +240,7 @@ def _order_sql(dialect: str) -> str:
             'LEFT JOIN {a} a ON a."id" = j.v::uuid'
         )
     return (
-        f"SELECT {_columns(AcmeOrder, 'o')}, {_columns(AcmeAuthorization, 'a')} "
+        f"SELECT {aliased_columns(AcmeOrder, 'o')}, {aliased_columns(AcmeAuthorization, 'a')} "
         f"FROM {_table(AcmeOrder)} o {ids.format(a=_table(AcmeAuthorization))} "
         'WHERE o."id" = ?'
     )
@@ -345,7 +341,7 @@ async def reusable_authorizations(
 
 def _authorization_sql(dialect: str) -> str:
     return (
-        f"SELECT {_columns(AcmeAuthorization, 'a')}, {_columns(AcmeChallenge, 'c')} "
+        f"SELECT {aliased_columns(AcmeAuthorization, 'a')}, {aliased_columns(AcmeChallenge, 'c')} "
         f"FROM {_table(AcmeAuthorization)} a "
         f'LEFT JOIN {_table(AcmeChallenge)} c ON c."authorization_id" = a."id" '
         'WHERE a."id" = ?'
@@ -385,8 +381,8 @@ def update_authorization_step(authorization_id: uuid.UUID, *, expected_status: s
 
 def _challenge_sql(dialect: str) -> str:
     return (
-        f"SELECT {_columns(AcmeChallenge, 'c')}, {_columns(AcmeAuthorization, 'a')}, "
-        f"{_columns(AcmeAccount, 'acc')} FROM {_table(AcmeChallenge)} c "
+        f"SELECT {aliased_columns(AcmeChallenge, 'c')}, {aliased_columns(AcmeAuthorization, 'a')}, "
+        f"{aliased_columns(AcmeAccount, 'acc')} FROM {_table(AcmeChallenge)} c "
         f'JOIN {_table(AcmeAuthorization)} a ON a."id" = c."authorization_id" '
         f'JOIN {_table(AcmeAccount)} acc ON acc."id" = a."account_id" WHERE c."id" = ?'
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -14,11 +16,14 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from core.authz import Actor, LegacyGrant
 from core.errors import InvalidInput, Unauthenticated
 from core.legacy import roles as legacy_roles
+from core.rows import aliased_columns, from_row
 from models import (
     ApiToken,
     ApplicationMembership,
     LegacyMembership,
+    LegacyProject,
     LegacyResource,
+    LegacyRole,
     Principal,
     ProductMembership,
 )
@@ -73,12 +78,69 @@ async def create_token(
     return plaintext, token
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """What every authenticated request reads, in plain SQL: through the ORM's query builder these cost
+    ~0.9 ms of CPU a request, several times what the database took to run them."""
+
+    token: str  # the token and its principal, by the token's hash
+    product_memberships: str  # by principal
+    application_memberships: str  # by principal
+    legacy_memberships: str  # by principal and organization, with project and custom role
+
+
+_statements: dict[str, _Statements] = {}
+
+
+def _statements_for(connection: BaseDBAsyncClient) -> _Statements:
+    dialect = str(connection.capabilities.dialect)
+    found = _statements.get(dialect)
+    if found is None:
+        first, second = ("?", "?") if dialect == "sqlite" else ("$1", "$2")
+        found = _Statements(
+            token=(
+                f"SELECT {aliased_columns(ApiToken, 't')}, {aliased_columns(Principal, 'p')} "
+                f'FROM "{ApiToken._meta.db_table}" t JOIN "{Principal._meta.db_table}" p '
+                f'ON p."id" = t."principal_id" WHERE t."token_hash" = {first}'
+            ),
+            product_memberships=(
+                f"SELECT {aliased_columns(ProductMembership, 'm')} "
+                f'FROM "{ProductMembership._meta.db_table}" m WHERE m."principal_id" = {first}'
+            ),
+            application_memberships=(
+                f"SELECT {aliased_columns(ApplicationMembership, 'm')} "
+                f'FROM "{ApplicationMembership._meta.db_table}" m WHERE m."principal_id" = {first}'
+            ),
+            legacy_memberships=(
+                f"SELECT {aliased_columns(LegacyMembership, 'm')}, {aliased_columns(LegacyProject, 'pr')}, "
+                f'{aliased_columns(LegacyRole, "r")} FROM "{LegacyMembership._meta.db_table}" m '
+                f'JOIN "{LegacyProject._meta.db_table}" pr ON pr."id" = m."project_id" '
+                f'LEFT JOIN "{LegacyRole._meta.db_table}" r ON r."id" = m."custom_role_id" '
+                f'WHERE m."principal_id" = {first} AND pr."organization_id" = {second}'
+            ),
+        )
+        _statements[dialect] = found
+    return found
+
+
+async def _rows(statement: str, *values: uuid.UUID | str) -> list[dict[str, Any]]:
+    connection = Principal._meta.db
+    sqlite = connection.capabilities.dialect == "sqlite"
+    arguments = [str(value) if sqlite and isinstance(value, uuid.UUID) else value for value in values]
+    return await connection.execute_query_dict(statement, arguments)
+
+
 async def load_actor(principal: Principal, *, source_address: str | None = None) -> Actor:
     """Load every role of a principal once, so field checks during the request are dictionary lookups."""
-    product = await ProductMembership.get_or_none(principal_id=principal.id)
+    statements = _statements_for(Principal._meta.db)
+    products = await _rows(statements.product_memberships, principal.id)
+    product = from_row(ProductMembership, products[0], "m__") if products else None
     app_roles = {
-        m.application_id: m.role
-        for m in await ApplicationMembership.filter(principal_id=principal.id).only("application_id", "role")
+        membership.application_id: membership.role
+        for membership in (
+            from_row(ApplicationMembership, row, "m__")
+            for row in await _rows(statements.application_memberships, principal.id)
+        )
     }
     return Actor(
         principal_id=principal.id,
@@ -102,11 +164,12 @@ async def load_legacy_grants(principal: Principal) -> dict[uuid.UUID, LegacyGran
     """The principal's legacy roles (SPEC §12) as grants keyed by container application id: one query, and
     one more only when a custom role limits by profile slugs. A condition that cannot be evaluated (an
     unknown key, a malformed value) denies everything that role would grant."""
-    memberships = await LegacyMembership.filter(
-        principal_id=principal.id, project__organization_id=principal.organization_id
-    ).select_related("project", "custom_role")
-    if not memberships:
+    found = await _rows(
+        _statements_for(Principal._meta.db).legacy_memberships, principal.id, principal.organization_id
+    )
+    if not found:
         return {}
+    memberships = [_legacy_membership(row) for row in found]
     wanted_slugs: dict[uuid.UUID, set[str]] = {}
     for membership in memberships:
         role = membership.custom_role
@@ -127,6 +190,13 @@ async def load_legacy_grants(principal: Principal) -> dict[uuid.UUID, LegacyGran
         grant = legacy_grant(membership, profile_ids)
         grants[membership.project.application_id] = grant
     return grants
+
+
+def _legacy_membership(row: dict[str, Any]) -> LegacyMembership:
+    membership = from_row(LegacyMembership, row, "m__")
+    membership.project = from_row(LegacyProject, row, "pr__")
+    membership.custom_role = None if row["r__id"] is None else from_row(LegacyRole, row, "r__")
+    return membership
 
 
 _NOTHING = LegacyGrant(permissions=frozenset())
@@ -174,18 +244,20 @@ async def authenticate_bearer(token: str, *, source_address: str | None = None) 
     if not token.startswith(TOKEN_PREFIX):
         raise Unauthenticated("the bearer token is malformed")
     # One query for the token and its principal (a JOIN), not one each.
-    row = await ApiToken.filter(token_hash=hash_token(token)).select_related("principal").first()
+    found = await _rows(_statements_for(Principal._meta.db).token, hash_token(token))
     now = datetime.now(UTC)
+    row = from_row(ApiToken, found[0], "t__") if found else None
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("the bearer token is unknown or revoked")
     if row.expires_at is not None and row.expires_at <= now:
         raise Unauthenticated("the bearer token has expired; log in again")
-    if not row.principal.is_active:
+    principal = from_row(Principal, found[0], "p__")
+    if not principal.is_active:
         raise Unauthenticated("this identity is deactivated")
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_GRANULARITY:
         # At most one write a minute per token, so busy clients do not turn every request into a write.
         await ApiToken.filter(id=row.id).update(last_used_at=now)
-    return await load_actor(row.principal, source_address=source_address)
+    return await load_actor(principal, source_address=source_address)
 
 
 async def login(*, email: str, password: str, session_ttl: timedelta) -> tuple[str, ApiToken]:

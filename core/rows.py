@@ -55,6 +55,12 @@ def _datetime(field: Any, text: str) -> Any:
     return value
 
 
+def aliased_columns(model: type[Model], alias: str) -> str:
+    """Every column of `model` under the table alias `alias`, named as from_row(prefix=f"{alias}__") reads
+    them: what a hand-written join selects to build several models from one row."""
+    return ", ".join(f'{alias}."{column}" AS "{alias}__{column}"' for column in model._meta.db_fields)
+
+
 def from_row(model: type[M], row: Mapping[str, Any], prefix: str = "") -> M:
     """An instance of `model` from a full row (every column, named `prefix` + column)."""
     native, default, complex_ = _plan(model)
